@@ -1,0 +1,136 @@
+"""Comparing a candidate's outputs with the reference's, outside the candidate's process.
+
+Tolerances are per dtype and strict on purpose: a kernel that accumulates in fp32
+and rounds once lands within one or two ulps of PyTorch, so we allow a few ulps for
+a different summation order and nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+# (atol, rtol) per output dtype.
+#  fp32: KernelBench's current 1e-4 (it was 1e-2 until Nov 2025, loose enough for TF32
+#        and fp16 inside an "fp32" kernel to pass); fp32 eps is 1.2e-7, so this still
+#        leaves ~800 ulps for reordered reductions over long rows.
+#  fp16: eps 9.8e-4; 5e-3 is ~5 ulps at 1.0.
+#  bf16: eps 7.8e-3; 2e-2 is ~2.5 ulps at 1.0.
+#  fp64: eps 2.2e-16; 1e-7 is loose for fp64 but strict enough to catch fp32 maths.
+DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (5e-3, 5e-3),
+    torch.bfloat16: (2e-2, 2e-2),
+}
+
+# An absolute tolerance larger than the output itself lets an all-zeros kernel pass
+# (Sakana's AI CUDA Engineer was caught that way). The effective atol is capped at this
+# fraction of the largest reference magnitude.
+ATOL_SCALE_CAP = 1e-2
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+    @staticmethod
+    def for_dtype(
+        dtype: torch.dtype, atol: float | None = None, rtol: float | None = None
+    ) -> Tolerance:
+        """The default tolerance of ``dtype``; ``atol``/``rtol`` (from a problem file) win."""
+        if not dtype.is_floating_point:
+            return Tolerance(0.0, 0.0)
+        d_atol, d_rtol = DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
+        return Tolerance(d_atol if atol is None else atol, d_rtol if rtol is None else rtol)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ok: bool
+    reason: str  # empty when ok
+    max_abs_err: float
+    max_rel_err: float
+
+
+def _finite_max(t: torch.Tensor) -> float:
+    return float(t.max()) if t.numel() else 0.0
+
+
+def compare_tensor(
+    actual: object, expected: torch.Tensor, tol: Tolerance, what: str = "output"
+) -> Comparison:
+    """Judge one output tensor. ``actual`` comes from the candidate and may be anything."""
+    nan = float("nan")
+    if type(actual) is not torch.Tensor:
+        return Comparison(False, f"{what} is {type(actual).__name__}, expected a torch.Tensor", nan, nan)
+    if actual.shape != expected.shape:
+        return Comparison(
+            False, f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}", nan, nan
+        )
+    if actual.dtype != expected.dtype:
+        return Comparison(False, f"{what} has dtype {actual.dtype}, expected {expected.dtype}", nan, nan)
+    a = actual.detach().cpu()
+    e = expected.detach().cpu()
+    if not e.dtype.is_floating_point and not e.is_complex():
+        diff = (a.to(torch.float64) - e.to(torch.float64)).abs()
+        mismatched = int((a != e).sum())
+        max_abs = _finite_max(diff)
+        if mismatched:
+            return Comparison(False, f"{what}: {mismatched} of {e.numel()} elements differ", max_abs, nan)
+        return Comparison(True, "", 0.0, 0.0)
+
+    a64, e64 = a.to(torch.float64), e.to(torch.float64)
+    a_nan, e_nan = torch.isnan(a64), torch.isnan(e64)
+    if bool((a_nan != e_nan).any()):
+        n = int((a_nan & ~e_nan).sum())
+        if n:
+            return Comparison(False, f"{what} has {n} NaN where the reference has none", nan, nan)
+        return Comparison(False, f"{what} is finite where the reference is NaN", nan, nan)
+    a_inf, e_inf = torch.isinf(a64), torch.isinf(e64)
+    if bool((a_inf != e_inf).any()) or bool((a64[e_inf] != e64[e_inf]).any()):
+        return Comparison(False, f"{what} has Inf where the reference has none (or the opposite sign)", nan, nan)
+
+    finite = ~(e_nan | e_inf)
+    a_f, e_f = a64[finite], e64[finite]
+    diff = (a_f - e_f).abs()
+    max_abs = _finite_max(diff)
+    # Relative error only means something where the reference is not ~0.
+    rel = diff / e_f.abs().clamp_min(max(tol.atol, 1e-12))
+    max_rel = _finite_max(rel)
+    scale = _finite_max(e_f.abs())
+    atol = min(tol.atol, ATOL_SCALE_CAP * scale)
+    bad = diff > atol + tol.rtol * e_f.abs()
+    n_bad = int(bad.sum())
+    if n_bad:
+        idx = int(torch.nonzero(bad.flatten())[0])
+        reason = (
+            f"{what}: {n_bad} of {e.numel()} elements outside atol={atol:.1e} rtol={tol.rtol:.1e} "
+            f"(max abs err {max_abs:.3e}; first at flat index {idx}: got {float(a_f[idx]):.6g}, "
+            f"expected {float(e_f[idx]):.6g})"
+        )
+        return Comparison(False, reason, max_abs, max_rel)
+    return Comparison(True, "", max_abs, max_rel if math.isfinite(max_rel) else 0.0)
+
+
+def compare_outputs(
+    actual: list[object],
+    expected: list[torch.Tensor],
+    atol: float | None = None,
+    rtol: float | None = None,
+) -> Comparison:
+    """Judge a flattened list of outputs; the worst error over all of them is reported."""
+    if len(actual) != len(expected):
+        nan = float("nan")
+        return Comparison(False, f"forward returned {len(actual)} tensors, expected {len(expected)}", nan, nan)
+    worst_abs = worst_rel = 0.0
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        what = "output" if len(expected) == 1 else f"output[{i}]"
+        c = compare_tensor(a, e, Tolerance.for_dtype(e.dtype, atol, rtol), what)
+        if not c.ok:
+            return c
+        worst_abs, worst_rel = max(worst_abs, c.max_abs_err), max(worst_rel, c.max_rel_err)
+    return Comparison(True, "", worst_abs, worst_rel)
