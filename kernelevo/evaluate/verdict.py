@@ -1,0 +1,71 @@
+"""What the evaluator returns: a verdict, a one-line reason a model can act on, and numbers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Verdict(str, Enum):
+    CORRECT = "correct"
+    INCORRECT = "incorrect"  # ran, but an output (or an input, or a buffer) is wrong
+    REJECTED = "rejected"  # broke the contract: no own kernel, aliasing, a forbidden construct
+    COMPILE_ERROR = "compile_error"
+    RUNTIME_ERROR = "runtime_error"
+    TIMEOUT = "timeout"
+    CRASH = "crash"  # the worker died (signal, exit) or its result could not be trusted
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    size: dict[str, Any]
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    latency_ms: float | None = None  # median
+    latency_spread: float | None = None  # (p75 - p25) / median
+    reference_ms: float | None = None
+    launches: int | None = None  # own kernel launches per forward
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    candidate: str
+    verdict: Verdict
+    reason: str
+    device: str
+    timing: str | None = None  # "cuda-events" or "cpu-interpreter": never compare across kinds
+    sizes: tuple[SizeResult, ...] = ()
+    speedup: float | None = None  # geometric mean over sizes of reference_ms / latency_ms
+    error: str | None = None  # traceback excerpt for runtime and compile errors
+    torch_ops: tuple[str, ...] = ()  # PyTorch compute ops the forward still calls
+    elapsed_s: float = 0.0
+    log: str = field(default="", repr=False)  # the tail of the worker's stdout/stderr
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.CORRECT
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict.value
+        d["sizes"] = [_clean(asdict(s)) for s in self.sizes]
+        d["torch_ops"] = list(self.torch_ops)
+        return _clean(d)
+
+
+def _clean(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: report it as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def geomean_speedup(sizes: tuple[SizeResult, ...]) -> float | None:
+    ratios = [
+        s.reference_ms / s.latency_ms
+        for s in sizes
+        if s.latency_ms and s.reference_ms and s.latency_ms > 0 and s.reference_ms > 0
+    ]
+    if not ratios or len(ratios) != len(sizes):
+        return None
+    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))

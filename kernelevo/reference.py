@@ -1,0 +1,252 @@
+"""The reference side of a problem: seeded weights, input draws, reference outputs, FLOPs and bytes.
+
+Everything here runs in the controller before any candidate code is imported, and the
+expected outputs never leave this process: a candidate's worker gets inputs and weights only.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from kernelevo.problem import Problem, ProblemError, flatten_outputs
+
+# Aten ops that only allocate, reshape, move or copy: PyTorch "glue" a candidate may keep.
+# Any other op the reference calls is compute; a candidate that calls all of the
+# reference's compute ops itself has not replaced anything with its kernel.
+GLUE_OPS = frozenset(
+    """
+    empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like ones ones_like full
+    full_like fill zero new_zeros new_ones new_full scalar_tensor arange view _unsafe_view view_as
+    reshape _reshape_alias as_strided expand expand_as permute transpose t contiguous clone copy
+    _to_copy to detach alias lift_fresh unsqueeze squeeze select slice split split_with_sizes chunk
+    unbind flatten unflatten narrow resize set _local_scalar_dense item is_nonzero numpy_T
+    """.split()
+)
+
+
+def op_name(func: Any) -> str:
+    name = func.overloadpacket.__name__
+    return name if name.startswith("__") else name.removesuffix("_")
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records the names of the aten ops a call dispatches (in-place variants folded in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.ops.add(op_name(func))
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def compute_ops(self) -> frozenset[str]:
+        return frozenset(self.ops - GLUE_OPS)
+
+
+@contextmanager
+def fp32_precision(allow_tf32: bool) -> Iterator[None]:
+    """Pin PyTorch's TF32 switches. cuDNN convolutions default to TF32 on Ampere and later,
+    so an "fp32" reference is only fp32 with this set."""
+    old = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.get_float32_matmul_precision(),
+    )
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.set_float32_matmul_precision("high" if allow_tf32 else "highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old[:2]
+        torch.set_float32_matmul_precision(old[2])
+
+
+def digest(values: Any) -> str:
+    """SHA-256 of every tensor's bytes, shape and dtype (and of the other values' reprs)."""
+    h = hashlib.sha256()
+    for v in flatten_outputs(values):
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
+
+
+def to_device(values: Any, device: str) -> Any:
+    if isinstance(values, torch.Tensor):
+        return values.to(device)
+    if isinstance(values, (list, tuple)):
+        return type(values)(to_device(v, device) for v in values)
+    return values
+
+
+def randomise_(module: torch.nn.Module, gen: torch.Generator) -> None:
+    """Replace every floating parameter and buffer with seeded random values of the same
+    scale, so a kernel that ignores a weight (LayerNorm's starts at ones) cannot pass by luck.
+    Non-negative tensors (variances, scales) stay positive."""
+    with torch.no_grad():
+        tensors = list(module.named_parameters()) + list(module.named_buffers())
+        for _, t in tensors:
+            if not t.is_floating_point() or t.numel() == 0:
+                continue
+            src = t.detach().to(torch.float32).cpu()
+            if bool((src >= 0).all()) and float(src.max()) > 0:
+                new = src * (0.5 + torch.rand(src.shape, generator=gen))
+            else:
+                std = float(src.std()) if src.numel() > 1 else 0.0
+                scale = 0.5 * std if std > 0 else 0.5 * max(float(src.abs().mean()), 0.1)
+                new = src + scale * torch.randn(src.shape, generator=gen)
+            t.copy_(new.to(t.dtype))
+
+
+def _rescaled(inputs: list[Any], gen: torch.Generator) -> list[Any]:
+    """Float inputs multiplied by a random positive factor per tensor, in [e^-1, e]."""
+    out = []
+    for v in inputs:
+        if isinstance(v, torch.Tensor) and v.is_floating_point():
+            factor = float(torch.empty(()).uniform_(-1.0, 1.0, generator=gen).exp())
+            v = v * factor
+        out.append(v)
+    return out
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One call's inputs (on the CPU) and the reference's flattened outputs for them."""
+
+    inputs: tuple[Any, ...]
+    digest: str
+    expected: tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One size: weights, the correctness draws (called in order on one model), and a draw
+    kept back for timing whose output is checked after the last timed call."""
+
+    index: int
+    size: dict[str, Any]
+    init_inputs: tuple[Any, ...]
+    state_dict: dict[str, torch.Tensor]
+    draws: tuple[Draw, ...]
+    timing: Draw
+    final_buffers: dict[str, torch.Tensor]
+    stateful: bool  # forward changes buffers (BatchNorm in training): timing output not checked
+    flops: int
+    min_bytes: int  # inputs + outputs + weights, each read or written once
+
+
+@dataclass(frozen=True)
+class Reference:
+    problem: Problem
+    device: str
+    allow_tf32: bool
+    seed: int
+    cases: tuple[Case, ...]
+    compute_ops: frozenset[str]
+
+
+def _call(problem: Problem, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        raise ProblemError(
+            f"{problem.path}: {what} raised {type(e).__name__}: {msg[0] if msg else ''}"
+        ) from e
+
+
+def _outputs(problem: Problem, out: Any) -> tuple[torch.Tensor, ...]:
+    flat = tuple(flatten_outputs(out))
+    for o in flat:
+        if type(o) is not torch.Tensor:
+            raise ProblemError(
+                f"{problem.path}: Model.forward returned {type(o).__name__}; it must return tensors"
+            )
+    return tuple(o.detach().cpu().clone() for o in flat)
+
+
+def _buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.named_buffers()}
+
+
+def build_case(
+    problem: Problem, index: int, size: Mapping[str, Any], device: str, seed: int, draws: int, rescale: bool
+) -> tuple[Case, frozenset[str]]:
+    mod = problem.namespace(size)
+    base = seed * 1_000_003 + index * 101
+    torch.manual_seed(base)
+    init_inputs = tuple(_call(problem, "get_init_inputs()", mod.get_init_inputs))
+    model = _call(problem, "Model(*get_init_inputs())", mod.Model, *init_inputs)
+    randomise_(model, torch.Generator().manual_seed(base + 1))
+    state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    model = model.to(device)
+    probe = copy.deepcopy(model)  # for the op trace, so the draws see the untouched state
+
+    raw: list[list[Any]] = []
+    for d in range(draws + 2):
+        torch.manual_seed(base + 10 + d)
+        inputs = _call(problem, "get_inputs()", mod.get_inputs)
+        if not isinstance(inputs, (list, tuple)):
+            raise ProblemError(f"{problem.path}: get_inputs() must return a list, got {type(inputs).__name__}")
+        raw.append(list(inputs))
+    timing_inputs = raw.pop()
+    if rescale:
+        raw[-1] = _rescaled(raw[-1], torch.Generator().manual_seed(base + 2))
+    else:
+        raw.pop()
+
+    before = _buffers(model)
+    made: list[Draw] = []
+    for inputs in raw:
+        dev_inputs = to_device(inputs, device)
+        with torch.no_grad():
+            expected = _outputs(problem, _call(problem, "Model.forward", model, *dev_inputs))
+        made.append(Draw(tuple(inputs), digest(inputs), expected))
+    final_buffers = _buffers(model)
+    stateful = any(not torch.equal(before[k], final_buffers[k]) for k in before)
+
+    rec, flops = OpRecorder(), FlopCounterMode(display=False)
+    dev_timing = to_device(timing_inputs, device)
+    with torch.no_grad(), flops, rec:
+        expected_timing = _outputs(problem, probe(*dev_timing))
+    timing = Draw(tuple(timing_inputs), digest(timing_inputs), expected_timing)
+
+    weights = sum(t.numel() * t.element_size() for t in state_dict.values())
+    io = sum(t.numel() * t.element_size() for t in flatten_outputs(timing_inputs) if isinstance(t, torch.Tensor))
+    io += sum(t.numel() * t.element_size() for t in expected_timing)
+    case = Case(
+        index, dict(size), init_inputs, state_dict, tuple(made), timing, final_buffers, stateful,
+        int(flops.get_total_flops()), weights + io,
+    )
+    return case, rec.compute_ops
+
+
+def build_reference(
+    problem: Problem, device: str = "cpu", seed: int = 0, draws: int = 2, rescale: bool = True,
+    allow_tf32: bool = False,
+) -> Reference:
+    """Compute reference outputs for every size of ``problem`` on ``device``."""
+    if draws < 2:
+        raise ValueError("at least two draws per size: one cached answer must not pass")
+    cases, ops = [], frozenset()
+    with fp32_precision(allow_tf32):
+        for i, size in enumerate(problem.sizes):
+            case, case_ops = build_case(problem, i, size, device, seed, draws, rescale)
+            cases.append(case)
+            ops |= case_ops
+    return Reference(problem, device, allow_tf32, seed, tuple(cases), ops)
