@@ -28,6 +28,7 @@ CANDIDATE_FILE = "candidate.py"
 JOB_FILE = "job.pt"
 PROGRESS_FILE = "progress"
 LOG_FILE = "log"
+_T0 = 0
 
 
 class Failure(Exception):
@@ -54,7 +55,7 @@ def write_result(job_dir: Path, name: str, obj: Any, secret: bytes) -> None:
 
 def _progress(job_dir: Path, text: str) -> None:
     with open(job_dir / PROGRESS_FILE, "a") as f:
-        f.write(text + "\n")
+        f.write(f"{text} [{(hooks.clock_ns() - _T0) / 1e6:.0f} ms]\n")
 
 
 def _describe(e: BaseException, candidate_file: str) -> tuple[str, str, str]:
@@ -208,6 +209,8 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
 
 def run_job(job_dir: Path, secret: bytes) -> int:
     """Run one candidate's job; every outcome is written as a signed result. Returns an exit code."""
+    global _T0
+    _T0 = hooks.clock_ns()
     job = torch.load(job_dir / JOB_FILE, weights_only=False)  # written by the controller
     cand = str(job_dir / CANDIDATE_FILE)
     count = hooks.install_launch_counter(cand)

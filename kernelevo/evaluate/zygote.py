@@ -56,6 +56,14 @@ def main() -> None:
     import triton.language  # noqa: F401
 
     import kernelevo.evaluate.worker  # noqa: F401  (captures the real clocks before any candidate)
+    from kernelevo.reference import OpRecorder
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        import triton.runtime.interpreter  # noqa: F401
+    # The first dispatch-mode trace imports ~1 s of torch internals; pay it here. Two
+    # elements stay below ATen's parallel grain, so no OpenMP pool exists when we fork.
+    with OpRecorder():
+        torch.relu(torch.ones(2))
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when we stop
     children: set[int] = set()

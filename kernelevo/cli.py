@@ -1,0 +1,109 @@
+"""The ``kernelevo`` command line. Bad input ends with exit status 2 and one line on stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kernelevo.settings import Settings, SettingsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _fail(message: str, debug: bool) -> None:
+    """Report bad input in one line and exit 2; with --debug, re-raise the cause instead."""
+    if debug and sys.exc_info()[1] is not None:
+        raise sys.exc_info()[1]
+    typer.echo(f"kernelevo: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@app.callback()
+def _root() -> None:
+    """kernelevo: language models write GPU kernels; an honest evaluator judges them."""
+
+
+@app.command()
+def check(
+    problem: Annotated[Path, typer.Argument(help="problem file (KernelBench format)")],
+    candidates: Annotated[list[Path], typer.Argument(help="candidate files defining ModelNew")],
+    device: Annotated[
+        str | None, typer.Option(help="cpu (Triton interpreter) or cuda; default: cuda if present")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds per candidate")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a problem global: name=value")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object per candidate per line")] = False,
+    allow_tf32: Annotated[bool, typer.Option("--allow-tf32", help="allow TF32 in fp32 problems")] = False,
+    seed: Annotated[int | None, typer.Option(help="seed for weights and inputs")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
+    keep_jobs: Annotated[bool, typer.Option("--keep-jobs", help="keep each worker's folder")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Judge candidate kernels against a problem's reference: correctness on every size, then timing."""
+    from kernelevo.candidate import Candidate, CandidateError
+    from kernelevo.problem import ProblemError, load_problem, parse_override
+
+    try:
+        settings = Settings.load(config)
+    except SettingsError as e:
+        _fail(str(e), debug)
+    debug = debug or settings.debug
+    ev_settings = settings.eval
+    changes = {"allow_tf32": allow_tf32 or ev_settings.allow_tf32, "keep_jobs": keep_jobs or ev_settings.keep_jobs}
+    if timeout is not None:
+        if timeout <= 0:
+            _fail(f"--timeout must be positive, got {timeout:g}", debug)
+        changes["timeout_s"] = timeout
+    if seed is not None:
+        changes["seed"] = seed
+    ev_settings = dataclasses.replace(ev_settings, **changes)
+
+    dev = device or _default_device()
+    if dev not in ("cpu", "cuda"):
+        _fail(f"--device must be cpu or cuda, got {dev!r}", debug)
+    if dev == "cuda" and _default_device() != "cuda":
+        _fail("--device cuda: no CUDA device is visible to PyTorch", debug)
+
+    try:
+        overrides = dict(parse_override(s) for s in (set_ or []))
+        prob = load_problem(problem, overrides, device=dev)
+        cands = [Candidate.from_file(c) for c in candidates]
+    except (ProblemError, CandidateError) as e:
+        _fail(str(e), debug)
+
+    from kernelevo.evaluate.evaluator import Evaluator
+    from kernelevo.report import json_line, print_evaluations
+
+    try:
+        evaluator = Evaluator(prob, dev, ev_settings)
+    except ProblemError as e:
+        _fail(str(e), debug)
+    with evaluator:
+        for cand in cands:
+            result = evaluator.evaluate(cand)
+            if json_out:
+                typer.echo(json_line(result))
+            else:
+                print_evaluations([result], problem=prob.name)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("kernelevo: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
