@@ -1,9 +1,10 @@
 """Timing loops, run in the worker for the candidate and then the reference, the same way.
 
-Each repetition gets inputs with fresh values (the timing draw scaled by 1 + (r+1)·2⁻¹²,
-written into the same buffers outside the timed region), so an answer cached by shape,
-pointer or version is stale; the last repetition gets the timing draw exactly and its
-output goes back to the controller to be checked.
+Each repetition gets inputs with fresh values (the timing draw with its elements rolled by
+r + 1 places: same distribution, different value at every position), written into the same
+buffers outside the timed region, so an answer cached by shape, pointer or version is
+stale; the last repetition gets the timing draw exactly and its output goes back to the
+controller to be checked.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ class RotatingInputs:
             for src, buf in zip(self.base, self.bufs, strict=True):
                 if not isinstance(src, torch.Tensor):
                     continue
-                if rep is None or not src.is_floating_point():
+                if rep is None or src.numel() < 2:
                     buf.copy_(src)
                 else:
-                    torch.mul(src, 1.0 + (rep + 1) * 2.0**-12, out=buf)
+                    buf.copy_(src.reshape(-1).roll(rep + 1).reshape(src.shape))
         return self.bufs
 
 

@@ -1,0 +1,52 @@
+"""Shared fixtures. Without CUDA, Triton runs in its interpreter (set before Triton is imported)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+try:
+    import torch
+
+    _HAS_CUDA = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    _HAS_CUDA = False
+if not _HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+TESTS = Path(__file__).parent
+PROBLEMS = TESTS / "problems"
+CANDIDATES = TESTS / "candidates"
+ROOT = TESTS.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def evaluators():
+    """One evaluator per test problem, shared by the session (each owns a warm zygote)."""
+    from kernelevo.evaluate.evaluator import Evaluator
+    from kernelevo.problem import load_problem
+    from kernelevo.settings import EvalSettings
+
+    made: dict[str, Evaluator] = {}
+
+    def get(problem: str, **settings: object) -> Evaluator:
+        key = f"{problem}:{sorted(settings.items())}"
+        if key not in made:
+            s = EvalSettings(**{"timeout_s": 60.0, **settings})  # type: ignore[arg-type]
+            made[key] = Evaluator(load_problem(PROBLEMS / f"{problem}.py"), "cpu", s)
+        return made[key]
+
+    yield get
+    for ev in made.values():
+        ev.close()
