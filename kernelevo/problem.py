@@ -102,7 +102,7 @@ class Problem:
         return _exec_module(self.path, self.source, size)
 
     def label(self, size: Mapping[str, Any]) -> str:
-        return ", ".join(f"{k}={v}" for k, v in size.items()) or "default size"
+        return ", ".join(f"{k}={v}" for k, v in size.items()) or "default"
 
 
 def _exec_module(path: Path, source: str, overrides: Mapping[str, Any]) -> types.ModuleType:

@@ -1,0 +1,154 @@
+"""The evaluator's promises that are not a single hack: isolation, ordering, environment, draws."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from kernelevo.candidate import Candidate
+from kernelevo.evaluate.evaluator import Evaluator
+from kernelevo.evaluate.verdict import Verdict
+from kernelevo.problem import load_problem
+from kernelevo.reference import build_reference, randomise_
+from kernelevo.settings import EvalSettings
+from tests.adversarial import HEADER
+from tests.conftest import CANDIDATES, PROBLEMS
+
+GOOD_FORWARD = "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return softmax(x)\n"
+
+
+def _logging_problem(tmp_path: Path, log: Path) -> Path:
+    """softmax_small whose reference forward appends its pid to ``log``."""
+    src = (PROBLEMS / "softmax_small.py").read_text().replace(
+        "        return torch.softmax(x, dim=-1)",
+        f"        open({str(log)!r}, 'a').write(f'ref {{__import__(\"os\").getpid()}}\\n')\n"
+        "        return torch.softmax(x, dim=-1)",
+    )
+    path = tmp_path / "problem.py"
+    path.write_text(src)
+    return path
+
+
+def test_reference_runs_first_and_never_in_the_candidates_process(tmp_path: Path) -> None:
+    log = tmp_path / "order.log"
+    problem = load_problem(_logging_problem(tmp_path, log))
+    cand = HEADER + f"\nopen({str(log)!r}, 'a').write(f'candidate {{__import__(\"os\").getpid()}}\\n')\n"
+    with Evaluator(problem, "cpu", static_checks=False) as ev:
+        result = ev.evaluate(Candidate.from_source(cand + GOOD_FORWARD, "logger"))
+    assert result.verdict is Verdict.CORRECT, result.reason
+    lines = log.read_text().split()
+    events = list(zip(lines[::2], lines[1::2], strict=True))
+    first_candidate = next(i for i, (what, _) in enumerate(events) if what == "candidate")
+    refs_before = [pid for what, pid in events[:first_candidate] if what == "ref"]
+    # every correctness draw of every size was computed before the candidate was imported...
+    assert len(refs_before) >= 2 * 3 and set(refs_before) == {str(os.getpid())}
+    # ...in this process, never the candidate's (the worker times the reference only afterwards)
+    cand_pid = events[first_candidate][1]
+    assert cand_pid != str(os.getpid())
+    assert all(what == "ref" for what, _ in events[first_candidate + 1:])
+
+
+def test_candidate_environment_has_no_credentials(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "should-not-leak")
+    monkeypatch.setenv("HF_TOKEN", "should-not-leak")
+    out = tmp_path / "env.txt"
+    cand = HEADER + f"\nimport os\nopen({str(out)!r}, 'w').write('\\n'.join(sorted(os.environ)))\n"
+    with Evaluator(load_problem(PROBLEMS / "softmax_small.py"), "cpu", static_checks=False) as ev:
+        result = ev.evaluate(Candidate.from_source(cand + GOOD_FORWARD, "env_reader"))
+    assert result.verdict is Verdict.CORRECT, result.reason
+    names = set(out.read_text().split())
+    assert "PATH" in names
+    assert not names & {"OPENAI_API_KEY", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN"}
+
+
+def test_each_candidate_gets_a_fresh_process(evaluators) -> None:
+    ev = evaluators("softmax_small")
+    ev.static_checks = False
+    try:
+        leaver = HEADER + "\ntorch.nn.functional._left_behind = 1\n" + GOOD_FORWARD
+        finder = HEADER + (
+            "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n"
+            "        y = softmax(x)\n"
+            "        return y * 0 if hasattr(torch.nn.functional, '_left_behind') else y\n"
+        )
+        assert ev.evaluate(Candidate.from_source(leaver, "leaver")).verdict is Verdict.CORRECT
+        result = ev.evaluate(Candidate.from_source(finder, "finder"))
+    finally:
+        ev.static_checks = True
+    assert result.verdict is Verdict.CORRECT, result.reason
+
+
+def test_errors_name_the_candidate_line(evaluators) -> None:
+    ev = evaluators("softmax_small")
+    src = HEADER + "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        raise ValueError('boom')\n"
+    result = ev.evaluate(Candidate.from_source(src, "raiser"))
+    assert result.verdict is Verdict.RUNTIME_ERROR
+    assert "ValueError: boom" in result.reason and "candidate line" in result.reason
+    assert result.error and "boom" in result.error
+
+
+def test_syntax_and_import_errors_are_compile_errors(evaluators) -> None:
+    ev = evaluators("softmax_small")
+    bad = ev.evaluate(Candidate.from_source("def broken(:\n", "syntax"))
+    assert bad.verdict is Verdict.COMPILE_ERROR and "line 1" in bad.reason
+    ev.static_checks = False
+    try:
+        missing = ev.evaluate(Candidate.from_source("import no_such_module_xyz\n" + GOOD_FORWARD, "imp"))
+    finally:
+        ev.static_checks = True
+    assert missing.verdict is Verdict.COMPILE_ERROR and "no_such_module_xyz" in missing.reason
+
+
+def test_state_dict_mismatch_is_rejected(evaluators) -> None:
+    ev = evaluators("layernorm_small")
+    src = (CANDIDATES / "layernorm_good.py").read_text().replace("self.ln = nn.LayerNorm", "self.norm = nn.LayerNorm")
+    src = src.replace("self.ln.", "self.norm.")
+    result = ev.evaluate(Candidate.from_source(src, "renamed"))
+    assert result.verdict is Verdict.REJECTED and "state_dict" in result.reason
+
+
+def test_reference_draws_are_distinct_and_weights_random() -> None:
+    problem = load_problem(PROBLEMS / "layernorm_small.py")
+    ref = build_reference(problem, "cpu", seed=3)
+    for case in ref.cases:
+        digests = [d.digest for d in case.draws] + [case.timing.digest]
+        assert len(digests) >= 4 and len(set(digests)) == len(digests)
+        w = case.state_dict["ln.weight"]
+        assert not torch.equal(w, torch.ones_like(w)), "LayerNorm's default weight must be randomised"
+        assert case.min_bytes > 0
+    again = build_reference(problem, "cpu", seed=3)
+    assert all(
+        torch.equal(a.draws[0].expected[0], b.draws[0].expected[0]) for a, b in zip(ref.cases, again.cases, strict=True)
+    ), "the same seed must give the same reference"
+
+
+def test_randomise_keeps_nonnegative_tensors_positive() -> None:
+    bn = torch.nn.BatchNorm1d(64)
+    randomise_(bn, torch.Generator().manual_seed(0))
+    assert bool((bn.running_var > 0).all()) and not torch.equal(bn.running_var, torch.ones(64))
+    assert not torch.equal(bn.bias.detach(), torch.zeros(64))
+
+
+def test_flops_are_counted_for_matmul(tmp_path: Path) -> None:
+    p = tmp_path / "mm.py"
+    p.write_text(
+        "import torch\nimport torch.nn as nn\nM = 8\nK = 16\nN = 4\n"
+        "class Model(nn.Module):\n    def forward(self, a, b):\n        return a @ b\n"
+        "def get_inputs():\n    return [torch.randn(M, K), torch.randn(K, N)]\n"
+        "def get_init_inputs():\n    return []\n"
+    )
+    ref = build_reference(load_problem(p))
+    assert ref.cases[0].flops == 2 * 8 * 16 * 4
+    assert ref.cases[0].min_bytes == 4 * (8 * 16 + 16 * 4 + 8 * 4)
+    assert ref.compute_ops == {"mm"}
+
+
+def test_timeout_setting_is_respected_per_evaluator() -> None:
+    s = EvalSettings(timeout_s=2.0)
+    with Evaluator(load_problem(PROBLEMS / "softmax_small.py"), "cpu", s) as ev:
+        result = ev.evaluate(Candidate.from_source(HEADER + "\nimport time\ntime.sleep(30)\n" + GOOD_FORWARD, "slow"))
+    assert result.verdict is Verdict.TIMEOUT and "2 s" in result.reason
+    assert result.elapsed_s < 2.0 + 3.0
