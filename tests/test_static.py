@@ -42,7 +42,8 @@ def test_refused_in_fp32(snippet: str, needle: str) -> None:
 def test_precision_rules_depend_on_problem_and_opt_in() -> None:
     src = "import torch\nimport torch.nn as nn\nimport triton.language as tl\ny = x.to(tl.float16)\n" + MODEL
     assert check_source(src, fp32_problem=False).verdict is None
-    tf32 = "import torch\nimport torch.nn as nn\nimport triton.language as tl\nz = tl.dot(a, b, input_precision='tf32')\n"
+    tf32 = "import torch\nimport torch.nn as nn\nimport triton.language as tl\n"
+    tf32 += "z = tl.dot(a, b, input_precision='tf32')\n"
     assert check_source(tf32 + MODEL, fp32_problem=True, allow_tf32=True).verdict is None
 
 

@@ -1,0 +1,81 @@
+"""The command line as a user runs it: exit codes, one-line errors, JSON lines in order."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.adversarial import HANG_IN_FORWARD, HEADER
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+
+
+def kernelevo(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "kernelevo", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+def test_json_lines_in_order_and_a_hang_does_not_stop_the_rest(tmp_path: Path) -> None:
+    hang = tmp_path / "hang.py"
+    hang.write_text(HEADER + HANG_IN_FORWARD)
+    good = CANDIDATES / "softmax_good.py"
+    r = kernelevo("check", str(PROBLEMS / "softmax_small.py"), str(good), str(hang), str(good),
+                  "--json", "--timeout", "4", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["verdict"] for row in rows] == ["correct", "timeout", "correct"]
+    assert [row["candidate"] for row in rows] == [str(good), str(hang), str(good)]
+    for key in ("verdict", "reason", "sizes", "speedup", "device"):
+        assert key in rows[0]
+    assert rows[0]["device"] == "cpu" and rows[0]["speedup"] > 0
+    assert {"size", "max_abs_err", "max_rel_err", "latency_ms", "reference_ms"} <= set(rows[0]["sizes"][0])
+    assert rows[1]["speedup"] is None
+
+
+def test_human_output_names_verdict_and_reason() -> None:
+    r = kernelevo("check", str(PROBLEMS / "softmax_small.py"), str(CANDIDATES / "layernorm_good.py"))
+    assert r.returncode == 0, r.stderr
+    assert "runtime_error" in r.stdout and "TypeError" in r.stdout
+
+
+def test_set_shrinks_a_problem(tmp_path: Path) -> None:
+    r = kernelevo("check", str(PROBLEMS / "softmax_small.py"), str(CANDIDATES / "softmax_good.py"),
+                  "--set", "batch_size=2", "--set", "dim=7", "--json")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["verdict"] == "correct"
+    assert [s["size"] for s in row["sizes"]] == [{"batch_size": 2, "dim": 7}]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("class Model(:\n")
+    cases = [
+        (["check", str(tmp_path / "missing.py"), str(CANDIDATES / "softmax_good.py")], "no such problem file"),
+        (["check", str(broken), str(CANDIDATES / "softmax_good.py")], "syntax error on line 1"),
+        (["check", str(PROBLEMS / "softmax_small.py"), str(tmp_path / "nope.py")], "no such candidate file"),
+        (["check", str(PROBLEMS / "softmax_small.py"), str(CANDIDATES / "softmax_good.py"), "--set", "zzz=1"],
+         "no global 'zzz'"),
+        (["check", str(PROBLEMS / "softmax_small.py"), str(CANDIDATES / "softmax_good.py"), "--timeout", "-1"],
+         "--timeout must be positive"),
+    ]
+    for args, needle in cases:
+        r = kernelevo(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
+        assert r.stdout == ""
+
+
+def test_bad_problem_at_reference_time_is_one_line(tmp_path: Path) -> None:
+    p = tmp_path / "p.py"
+    p.write_text((PROBLEMS / "softmax_small.py").read_text().replace(
+        "return [torch.randn(batch_size, dim)]", "raise KeyError('x')"))
+    r = kernelevo("check", str(p), str(CANDIDATES / "softmax_good.py"))
+    assert r.returncode == 2 and "get_inputs() raised KeyError" in r.stderr and "Traceback" not in r.stderr
+    r = kernelevo("check", str(p), str(CANDIDATES / "softmax_good.py"), "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stderr
