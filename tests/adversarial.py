@@ -8,31 +8,11 @@ construct the static checks exist to stop and running it proves nothing more).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-HEADER = '''
-import torch
-import torch.nn as nn
-import triton
-import triton.language as tl
-
-
-@triton.jit
-def _softmax_kernel(x_ptr, y_ptr, n_cols, stride, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < n_cols
-    x = tl.load(x_ptr + row * stride + offs, mask=mask, other=-float("inf"))
-    x = x - tl.max(x, axis=0)
-    e = tl.exp(x)
-    tl.store(y_ptr + row * stride + offs, e / tl.sum(e, axis=0), mask=mask)
-
-
-def softmax(x):
-    x = x.contiguous()
-    y = torch.empty_like(x)
-    _softmax_kernel[(x.shape[0],)](x, y, x.shape[1], x.stride(0), BLOCK=triton.next_power_of_2(x.shape[1]))
-    return y
-'''
+# The correct softmax kernel and its wrapper ``softmax(x)``, without its ModelNew: each hack
+# below adds its own ModelNew around (or instead of) it.
+HEADER = (Path(__file__).parent / "candidates" / "softmax_good.py").read_text().split("\n\nclass ModelNew")[0]
 
 
 @dataclass(frozen=True)
