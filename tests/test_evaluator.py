@@ -152,3 +152,22 @@ def test_timeout_setting_is_respected_per_evaluator() -> None:
         result = ev.evaluate(Candidate.from_source(HEADER + "\nimport time\ntime.sleep(30)\n" + GOOD_FORWARD, "slow"))
     assert result.verdict is Verdict.TIMEOUT and "2 s" in result.reason
     assert result.elapsed_s < 2.0 + 3.0
+
+
+def test_a_candidate_cannot_alter_the_next_candidates_inputs(evaluators) -> None:
+    ev = evaluators("softmax_small")
+    ev.static_checks = False
+    try:
+        vandal = HEADER + (
+            "\nimport os\n"
+            "_job = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'job.pt')\n"
+            "_data = torch.load(_job, weights_only=False)\n"
+            "for _case in _data['cases']:\n"
+            "    _case['draws'] = [[torch.zeros_like(t) for t in d] for d in _case['draws']]\n"
+            "torch.save(_data, _job)\n"
+        ) + GOOD_FORWARD
+        ev.evaluate(Candidate.from_source(vandal, "vandal"))
+    finally:
+        ev.static_checks = True
+    result = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
+    assert result.verdict is Verdict.CORRECT, result.reason

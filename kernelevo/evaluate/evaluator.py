@@ -7,6 +7,7 @@ leave it; all comparisons happen here. A worker that hangs is killed at the dead
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import os
@@ -29,7 +30,23 @@ from kernelevo.problem import Problem
 from kernelevo.reference import Reference, build_reference
 from kernelevo.settings import EvalSettings
 
-_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+def _scratch(needed_bytes: int) -> str | None:
+    """/dev/shm when it has room (often only 64 MB in containers), else the default temp dir."""
+    try:
+        if os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > 3 * needed_bytes + (64 << 20):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -47,6 +64,12 @@ def _is_fp32_problem(ref: Reference) -> bool:
             if isinstance(t, torch.Tensor) and t.is_floating_point():
                 dtypes.add(t.dtype)
     return bool(dtypes) and dtypes <= {torch.float32, torch.float64}
+
+
+def _job_bytes(ref: Reference) -> int:
+    tensors = [t for c in ref.cases for d in (*c.draws, c.timing) for t in d.inputs if isinstance(t, torch.Tensor)]
+    tensors += [t for c in ref.cases for t in c.state_dict.values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class Evaluator:
@@ -73,6 +96,12 @@ class Evaluator:
         self._l2_bytes = 0
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
+        # The job (inputs and weights for every size) is written once and shared by all
+        # candidates; it is re-hashed before each one so no candidate can alter the next's inputs.
+        self._dir = Path(tempfile.mkdtemp(prefix="kernelevo-eval-", dir=_scratch(_job_bytes(self.reference))))
+        self._job_file = self._dir / JOB_FILE
+        torch.save(self._job(), self._job_file)
+        self._job_digest = _file_digest(self._job_file)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Evaluator:
@@ -85,6 +114,8 @@ class Evaluator:
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
+        if not self.settings.keep_jobs:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def _zygote_ready(self) -> sandbox.Zygote:
         if self._zygote is None or self._zygote.dead:
@@ -105,7 +136,7 @@ class Evaluator:
             st = check_source(candidate.source, self.fp32, self.settings.allow_tf32)
             if st.verdict is not None:
                 return done(st.verdict, st.reason)
-        job_dir = Path(tempfile.mkdtemp(prefix="kernelevo-job-", dir=_SCRATCH))
+        job_dir = Path(tempfile.mkdtemp(prefix="candidate-", dir=self._dir))
         try:
             return self._run(candidate, job_dir, start, done)
         finally:
@@ -138,12 +169,13 @@ class Evaluator:
 
     def _run(self, candidate: Candidate, job_dir: Path, start: float, done: Any) -> Evaluation:
         (job_dir / CANDIDATE_FILE).write_text(candidate.source)
-        torch.save(self._job(), job_dir / JOB_FILE)
+        if _file_digest(self._job_file) != self._job_digest:  # a previous candidate wrote to it
+            torch.save(self._job(), self._job_file)
         secret = os.urandom(32)
         deadline = start + self.settings.timeout_s
         try:
             zygote = self._zygote_ready()
-            pid = zygote.fork(job_dir, secret)
+            pid = zygote.fork(job_dir, self._job_file, secret)
         except sandbox.ZygoteError as e:
             self.close()
             return done(Verdict.CRASH, f"could not start a worker: {e}")
@@ -255,6 +287,3 @@ class Evaluator:
             sizes.append(SizeResult(prev.size, prev.max_abs_err, prev.max_rel_err, round(med, 6),
                                     round(spread, 4), round(ref_med, 6), prev.launches))
         return Verdict.CORRECT, "", tuple(sizes)
-
-    def evaluate_many(self, candidates: list[Candidate]) -> list[Evaluation]:
-        return [self.evaluate(c) for c in candidates]

@@ -104,12 +104,13 @@ class Zygote:
             self.dead = True
             self._cond.notify_all()
 
-    def fork(self, job_dir: Path, secret: bytes, timeout_s: float = 30.0) -> int:
+    def fork(self, job_dir: Path, job_file: Path, secret: bytes, timeout_s: float = 30.0) -> int:
         if self.dead or self.proc.stdin is None:
             raise ZygoteError("the evaluation worker is gone")
-        req = json.dumps({"op": "fork", "job_dir": str(job_dir), "secret": secret.hex()}) + "\n"
+        req = {"op": "fork", "job_dir": str(job_dir), "job_file": str(job_file), "secret": secret.hex()}
+        line = json.dumps(req) + "\n"
         try:
-            self.proc.stdin.write(req.encode())
+            self.proc.stdin.write(line.encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as e:
             self.dead = True

@@ -207,11 +207,11 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
     return {"cases": results}
 
 
-def run_job(job_dir: Path, secret: bytes) -> int:
+def run_job(job_dir: Path, job_file: Path, secret: bytes) -> int:
     """Run one candidate's job; every outcome is written as a signed result. Returns an exit code."""
     global _T0
     _T0 = hooks.clock_ns()
-    job = torch.load(job_dir / JOB_FILE, weights_only=False)  # written by the controller
+    job = torch.load(job_file, weights_only=False)  # written by the controller, checked before the fork
     cand = str(job_dir / CANDIDATE_FILE)
     count = hooks.install_launch_counter(cand)
     phase = "check"

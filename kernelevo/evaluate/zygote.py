@@ -3,7 +3,7 @@ fresh child per candidate, so nothing a candidate does survives into the next on
 new worker costs a fork (~20 ms) instead of an interpreter start and imports (~2 s).
 
 It never initialises CUDA (a forked CUDA context is unusable); each child does its own.
-Protocol, one JSON object per line: stdin ``{"op": "fork", "job_dir": ..., "secret": hex}``;
+Protocol, one JSON object per line: stdin ``{"op": "fork", "job_dir": ..., "job_file": ..., "secret": hex}``;
 stdout ``{"ready": true}`` once, ``{"pid": N}`` per fork, ``{"exit": N, "status": S}`` per
 child that ends. It exits, killing its children, when stdin closes.
 """
@@ -23,7 +23,7 @@ def _emit(obj: dict[str, object]) -> None:
     os.write(1, (json.dumps(obj) + "\n").encode())
 
 
-def _child(job_dir: str, secret: bytes) -> None:
+def _child(job_dir: str, job_file: str, secret: bytes) -> None:
     code = 70
     try:
         os.setsid()  # its own process group: the controller kills the candidate and all it started
@@ -37,7 +37,7 @@ def _child(job_dir: str, secret: bytes) -> None:
         os.close(log)
         from kernelevo.evaluate.worker import run_job
 
-        code = run_job(Path(job_dir), secret)
+        code = run_job(Path(job_dir), Path(job_file), secret)
     except BaseException:
         traceback.print_exc()
     finally:
@@ -91,7 +91,7 @@ def main() -> None:
                     continue
                 pid = os.fork()
                 if pid == 0:
-                    _child(req["job_dir"], bytes.fromhex(req["secret"]))
+                    _child(req["job_dir"], req["job_file"], bytes.fromhex(req["secret"]))
                 children.add(pid)
                 _emit({"pid": pid, "id": req.get("id")})
     finally:
