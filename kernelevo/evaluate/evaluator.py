@@ -88,11 +88,16 @@ class Evaluator:
         self.settings = settings or EvalSettings()
         self.static_checks = static_checks
         s = self.settings
-        self.reference: Reference = build_reference(
-            problem, device, s.seed, s.draws, s.rescaled_draw, s.allow_tf32
-        )
+        # The zygote's imports (~3 s) run while the reference is built here.
+        self._zygote: sandbox.Zygote | None = sandbox.Zygote(device, s.allow_tf32)
+        try:
+            self.reference: Reference = build_reference(
+                problem, device, s.seed, s.draws, s.rescaled_draw, s.allow_tf32
+            )
+        except BaseException:
+            self.close()
+            raise
         self.fp32 = _is_fp32_problem(self.reference)
-        self._zygote: sandbox.Zygote | None = None
         self._l2_bytes = 0
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
@@ -114,7 +119,7 @@ class Evaluator:
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
-        if not self.settings.keep_jobs:
+        if not self.settings.keep_jobs and hasattr(self, "_dir"):
             shutil.rmtree(self._dir, ignore_errors=True)
 
     def _zygote_ready(self) -> sandbox.Zygote:

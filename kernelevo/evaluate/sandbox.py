@@ -76,13 +76,18 @@ class Zygote:
             start_new_session=True,
             close_fds=True,
         )
+        self._start_timeout_s = start_timeout_s
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def wait_ready(self) -> None:
+        """Block until the zygote has its imports done (it starts them in the background)."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._ready or self.dead, start_timeout_s):
-                self.close()
-                raise ZygoteError(f"the evaluation worker did not start within {start_timeout_s:.0f} s")
-        if self.dead:
+            ok = self._cond.wait_for(lambda: self._ready or self.dead, self._start_timeout_s)
+        if not ok:
+            self.close()
+            raise ZygoteError(f"the evaluation worker did not start within {self._start_timeout_s:.0f} s")
+        if not self._ready:
             raise ZygoteError("the evaluation worker failed to start (is kernelevo importable?)")
 
     def _read(self) -> None:
@@ -105,6 +110,7 @@ class Zygote:
             self._cond.notify_all()
 
     def fork(self, job_dir: Path, job_file: Path, secret: bytes, timeout_s: float = 30.0) -> int:
+        self.wait_ready()
         if self.dead or self.proc.stdin is None:
             raise ZygoteError("the evaluation worker is gone")
         req = {"op": "fork", "job_dir": str(job_dir), "job_file": str(job_file), "secret": secret.hex()}
