@@ -58,3 +58,18 @@ def test_problem_tolerance_overrides_and_output_count() -> None:
     assert compare_outputs([torch.ones(4) * 1.01], e, atol=0.0, rtol=0.02).ok
     assert not compare_outputs([torch.ones(4) * 1.01], e).ok
     assert "returned 2 tensors, expected 1" in compare_outputs([torch.ones(4)] * 2, e).reason
+
+
+def test_absolute_tolerance_follows_large_outputs() -> None:
+    # A K=4096 matmul of randn inputs: outputs with RMS ~64; two correct fp32 summation orders
+    # differ by ~1e-5 x RMS, while TF32 (10 mantissa bits) is off by ~1e-3 x RMS.
+    torch.manual_seed(0)
+    a, b = torch.randn(64, 4096, dtype=torch.float64), torch.randn(4096, 64, dtype=torch.float64)
+    exact = (a @ b).float()
+    fp32 = (a.float() @ b.float())
+    def tf32(x: torch.Tensor) -> torch.Tensor:  # keep 10 of fp32's 23 mantissa bits, as TF32 does
+        return (x.float().view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+    tf32_like = tf32(a) @ tf32(b)
+    assert compare_tensor(fp32, exact, FP32).ok
+    assert not compare_tensor(tf32_like, exact, FP32).ok
