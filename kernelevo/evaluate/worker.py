@@ -234,5 +234,8 @@ def run_job(job_dir: Path, job_file: Path, secret: bytes) -> int:
             write_result(job_dir, "timing", _time(job, cls, count, cand, job_dir), secret)
     except Failure as f:
         write_result(job_dir, phase, {"error": {"verdict": f.verdict, "reason": f.reason, "tb": f.tb}}, secret)
+    except Exception as e:  # anything else the candidate's code raised outside a forward call
+        kind, reason, tb = _describe(e, cand)
+        write_result(job_dir, phase, {"error": {"verdict": kind, "reason": f"{phase}: {reason}", "tb": tb}}, secret)
     _progress(job_dir, "done")
     return 0
