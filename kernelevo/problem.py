@@ -113,8 +113,11 @@ def _exec_module(path: Path, source: str, overrides: Mapping[str, Any]) -> types
     code = compile(source, str(path), "exec")
     import sys
 
-    sys.modules[name] = module  # dataclasses and pickling look a class's module up here
-    exec(code, module.__dict__, _Overlay(module.__dict__, overrides))
+    sys.modules[name] = module  # dataclasses look a class's module up while it is defined
+    try:
+        exec(code, module.__dict__, _Overlay(module.__dict__, overrides))
+    finally:
+        del sys.modules[name]  # one per size and process: don't let a long run accumulate them
     return module
 
 

@@ -86,11 +86,13 @@ def digest(values: Any) -> str:
     return h.hexdigest()
 
 
-def to_device(values: Any, device: str) -> Any:
+def to_device(values: Any, device: str, copy: bool = False) -> Any:
+    """``values`` on ``device``; ``copy=True`` always gives new tensors (``.to`` is a no-op on the
+    same device, so a forward that updates its inputs in place would change the originals)."""
     if isinstance(values, torch.Tensor):
-        return values.to(device)
+        return values.to(device, copy=copy)
     if isinstance(values, (list, tuple)):
-        return type(values)(to_device(v, device) for v in values)
+        return type(values)(to_device(v, device, copy) for v in values)
     return values
 
 
@@ -190,12 +192,17 @@ def build_case(
     mod = problem.namespace(size)
     base = seed * 1_000_003 + index * 101
     torch.manual_seed(base)
-    init_inputs = tuple(_call(problem, "get_init_inputs()", mod.get_init_inputs))
+    init_inputs = _call(problem, "get_init_inputs()", mod.get_init_inputs)
+    if not isinstance(init_inputs, (list, tuple)):
+        raise ProblemError(f"{problem.path}: get_init_inputs() must return a list, got {type(init_inputs).__name__}")
+    init_inputs = tuple(init_inputs)
     model = _call(problem, "Model(*get_init_inputs())", mod.Model, *init_inputs)
     randomise_(model, torch.Generator().manual_seed(base + 1))
     state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    model = model.to(device)
-    probe = copy.deepcopy(model)  # for the op trace, so the draws see the untouched state
+    model = _call(problem, "Model.to(device)", model.to, device)
+    # Untouched copies: one for the op trace, one to run the first draw again.
+    probe = _call(problem, "copy.deepcopy(Model)", copy.deepcopy, model)
+    rerun = copy.deepcopy(probe)
 
     raw: list[list[Any]] = []
     for d in range(draws + 2):
@@ -213,17 +220,32 @@ def build_case(
     before = _buffers(model)
     made: list[Draw] = []
     for inputs in raw:
-        dev_inputs = to_device(inputs, device)
+        dev_inputs = to_device(inputs, device, copy=True)
         with torch.no_grad():
             expected = _outputs(problem, _call(problem, "Model.forward", model, *dev_inputs))
         made.append(Draw(tuple(inputs), digest(inputs), expected))
     final_buffers = _buffers(model)
     stateful = any(not torch.equal(before[k], final_buffers[k]) for k in before)
 
+    # A forward that draws random numbers (Dropout in training mode) has no single right answer.
+    torch.manual_seed(base + 3)
+    with torch.no_grad():
+        again = _outputs(problem, _call(problem, "Model.forward", rerun, *to_device(raw[0], device, copy=True)))
+    if any(not torch.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
+           for a, b in zip(again, made[0].expected, strict=True)):
+        raise ProblemError(
+            f"{problem.path}: Model.forward gave different outputs for the same inputs and weights; it draws "
+            "random numbers (Dropout with p > 0 in training mode?), so no candidate can match it"
+        )
+
     rec, flops = OpRecorder(), FlopCounterMode(display=False)
-    dev_timing = to_device(timing_inputs, device)
-    with torch.no_grad(), flops, rec:
-        expected_timing = _outputs(problem, probe(*dev_timing))
+    dev_timing = to_device(timing_inputs, device, copy=True)
+
+    def traced() -> Any:
+        with torch.no_grad(), flops, rec:
+            return probe(*dev_timing)
+
+    expected_timing = _outputs(problem, _call(problem, "Model.forward (timing draw)", traced))
     timing = Draw(tuple(timing_inputs), digest(timing_inputs), expected_timing)
 
     weights = sum(t.numel() * t.element_size() for t in state_dict.values())

@@ -133,3 +133,21 @@ def test_shipped_problems_load_with_cpu_and_gpu_sizes() -> None:
     for path in problems:
         cpu, gpu = load_problem(path, device="cpu"), load_problem(path, device="cuda")
         assert len(cpu.sizes) >= 3 and len(gpu.sizes) >= 3, path
+
+
+def test_in_place_forward_does_not_corrupt_the_stored_inputs(tmp_path: Path) -> None:
+    p = load_problem(write(tmp_path, GOOD.replace("return x * self.scale", "return x.relu_() * self.scale")))
+    case = build_reference(p).cases[0]
+    assert bool((case.draws[0].inputs[0] < 0).any()), "stored inputs must keep the values the forward saw"
+
+
+def test_random_forward_is_refused(tmp_path: Path) -> None:
+    src = GOOD.replace("return x * self.scale", "return torch.nn.functional.dropout(x, 0.5, training=True)")
+    with pytest.raises(ProblemError, match="draws random numbers"):
+        build_reference(load_problem(write(tmp_path, src)))
+
+
+def test_get_init_inputs_must_return_a_list(tmp_path: Path) -> None:
+    src = GOOD.replace("return [2.0]", "return None")
+    with pytest.raises(ProblemError, match="get_init_inputs\\(\\) must return a list"):
+        build_reference(load_problem(write(tmp_path, src)))
