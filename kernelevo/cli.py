@@ -88,6 +88,8 @@ def check(
         evaluator = Evaluator(prob, dev, ev_settings)
     except ProblemError as e:
         _fail(str(e), debug)
+    for warning in evaluator.reference.warnings:
+        typer.echo(f"kernelevo: warning: {warning}", err=True)
     with evaluator:
         for cand in cands:
             result = evaluator.evaluate(cand)

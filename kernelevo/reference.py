@@ -160,6 +160,7 @@ class Reference:
     seed: int
     cases: tuple[Case, ...]
     compute_ops: frozenset[str]
+    warnings: tuple[str, ...] = ()  # the problem can be judged, but not well (shown to the user)
 
 
 def _call(problem: Problem, what: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -265,10 +266,16 @@ def build_reference(
     """Compute reference outputs for every size of ``problem`` on ``device``."""
     if draws < 2:
         raise ValueError("at least two draws per size: one cached answer must not pass")
-    cases, ops = [], frozenset()
+    cases, ops, warnings = [], frozenset(), []
     with fp32_precision(allow_tf32):
         for i, size in enumerate(problem.sizes):
             case, case_ops = build_case(problem, i, size, device, seed, draws, rescale)
             cases.append(case)
             ops |= case_ops
-    return Reference(problem, device, allow_tf32, seed, tuple(cases), ops)
+            outs = [d.expected for d in (*case.draws, case.timing)]
+            if all(len(o) == len(outs[0]) and all(map(torch.equal, o, outs[0])) for o in outs[1:]):
+                warnings.append(
+                    f"{problem.path}: size {problem.label(size)}: every input draw gives the same output, so a "
+                    "kernel returning a constant passes; the problem does not test much"
+                )
+    return Reference(problem, device, allow_tf32, seed, tuple(cases), ops, tuple(warnings))

@@ -151,3 +151,10 @@ def test_get_init_inputs_must_return_a_list(tmp_path: Path) -> None:
     src = GOOD.replace("return [2.0]", "return None")
     with pytest.raises(ProblemError, match="get_init_inputs\\(\\) must return a list"):
         build_reference(load_problem(write(tmp_path, src)))
+
+
+def test_output_that_ignores_its_inputs_is_flagged(tmp_path: Path) -> None:
+    src = GOOD.replace("return x * self.scale", "return torch.zeros_like(x)")
+    ref = build_reference(load_problem(write(tmp_path, src)))
+    assert len(ref.warnings) == 1 and "a kernel returning a constant passes" in ref.warnings[0]
+    assert build_reference(load_problem(write(tmp_path, GOOD, "ok.py"))).warnings == ()
