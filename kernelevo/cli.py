@@ -28,8 +28,20 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from kernelevo import __version__
+
+        typer.echo(f"kernelevo {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
     """kernelevo: language models write GPU kernels; an honest evaluator judges them."""
 
 
