@@ -111,6 +111,101 @@ def check(
                 print_evaluations([result], problem=prob.name)
 
 
+@app.command()
+def optimize(
+    problem: Annotated[Path, typer.Argument(help="problem file (KernelBench format)")],
+    model: Annotated[str | None, typer.Option(help="cheap model, litellm name (provider/model)")] = None,
+    strong_model: Annotated[str | None, typer.Option(help="strong model, called rarely")] = None,
+    api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server for the models")] = None,
+    budget: Annotated[int | None, typer.Option(help="stop after this many candidates are evaluated")] = None,
+    max_cost: Annotated[float | None, typer.Option(help="stop at this many dollars of model calls")] = None,
+    max_time: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    db: Annotated[Path | None, typer.Option(help="run database; the same path resumes the run")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu (Triton interpreter) or cuda")] = None,
+    seed_kernel: Annotated[Path | None, typer.Option(help="starting kernel (default: the problem's seed.py)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a problem global: name=value")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
+    strategy: Annotated[str | None, typer.Option(help="archive (quality-diversity) or sample (baseline)")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="model calls in flight")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds per candidate evaluation")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Search for a faster kernel: models (or the offline tuner) propose, the evaluator judges, the archive keeps."""
+    from kernelevo.problem import ProblemError, load_problem, parse_override
+    from kernelevo.store import StoreError
+
+    try:
+        settings = Settings.load(config)
+        settings = settings.with_options("llm", model=model, strong_model=strong_model, api_base=api_base)
+        settings = settings.with_options("search", budget=budget, max_cost_usd=max_cost, max_time_s=max_time,
+                                         strategy=strategy, concurrency=concurrency)
+        settings = settings.with_options("eval", timeout_s=timeout)
+    except SettingsError as e:
+        _fail(str(e), debug)
+    debug = debug or settings.debug
+    s = settings.search
+    if s.budget < 1 or s.concurrency < 1 or s.max_cost_usd < 0 or s.max_time_s < 0 or settings.eval.timeout_s <= 0:
+        _fail("--budget and --concurrency must be at least 1; --max-cost, --max-time, --timeout not negative", debug)
+    if s.strategy not in ("archive", "sample"):
+        _fail(f"--strategy must be archive or sample, got {s.strategy!r}", debug)
+    dev = device or _default_device()
+    if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
+        _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)
+    try:
+        overrides = dict(parse_override(x) for x in (set_ or []))
+        prob = load_problem(problem, overrides, device=dev)
+    except ProblemError as e:
+        _fail(str(e), debug)
+    seed_path = seed_kernel or (prob.path.parent / "seed.py")
+    seed_source = None
+    if seed_kernel is not None or seed_path.is_file():
+        try:
+            seed_source = seed_path.read_text()
+        except OSError as e:
+            _fail(f"{seed_path}: cannot read the seed kernel ({type(e).__name__})", debug)
+    if not settings.llm.model and seed_source is None:
+        _fail(f"{prob.path}: no model set and no seed kernel to tune; give --model or --seed-kernel", debug)
+
+    from kernelevo.run import RunError, open_run
+
+    try:
+        run = open_run(prob, dev, settings, db or Path("runs") / f"{prob.name}-{dev}.db", seed_source, str(seed_path))
+    except (StoreError, RunError, ProblemError) as e:
+        _fail(str(e), debug)
+    with run:
+        for warning in run.warnings:
+            typer.echo(f"kernelevo: warning: {warning}", err=True)
+        summary = run.search()
+    from kernelevo.report import print_summary
+
+    print_summary(summary)
+
+
+@app.command()
+def show(
+    db: Annotated[Path, typer.Argument(help="run database written by kernelevo optimize")],
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Show a run: the best candidate, every candidate, archive cells, model calls, tokens and dollars."""
+    import json
+
+    from kernelevo.report import print_run, run_report
+    from kernelevo.store import Store, StoreError
+
+    if not db.is_file():
+        _fail(f"{db}: no such run database", debug)
+    try:
+        with Store(db) as store:
+            report = run_report(store)
+    except StoreError as e:
+        _fail(str(e), debug)
+    if json_out:
+        typer.echo(json.dumps(report, default=str))
+    else:
+        print_run(report)
+
+
 def main() -> None:
     try:
         app()

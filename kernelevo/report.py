@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -62,3 +63,108 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
             console.print("  [dim]timed in Triton's interpreter on the CPU: not comparable with GPU timings[/dim]")
         if ev.error and ev.verdict in (Verdict.RUNTIME_ERROR, Verdict.COMPILE_ERROR, Verdict.CRASH):
             console.print("  " + ev.error.replace("\n", "\n  "), markup=False, highlight=False, style="dim")
+
+
+# -- the search: live progress and the run table -------------------------------------------------
+
+
+class Progress:
+    """A live panel on a terminal; one plain line per candidate otherwise (logs, CI, pipes)."""
+
+    def __init__(self, console: Console | None = None, problem: str = ""):
+        self.console = console or Console(stderr=True)
+        self.problem = problem
+        self._live = None
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def __call__(self, e: Any) -> None:
+        c = e.candidate
+        verdicts = " ".join(f"{k}={v}" for k, v in sorted(e.verdicts.items()))
+        best = "-" if e.best is None else f"{e.best:.3f}x"
+        made = c.origin if c.model is None else f"{c.model} {c.prompt_kind}"
+        parent = f" of #{c.parent_id}" if c.parent_id else ""
+        speed = f" {c.speedup:.3f}x" if c.speedup else ""
+        line = (f"[{e.evaluated}/{e.budget}] #{c.id} {c.verdict}{speed} ({made}{parent}) | best {best} | "
+                f"${e.cost_usd:.4f} | cells {e.cells} | {verdicts}")
+        if self._live is None:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return
+        table = Table(box=None, show_header=False, padding=(0, 2))
+        table.add_row("problem", self.problem)
+        table.add_row("evaluated", f"{e.evaluated} / {e.budget}")
+        table.add_row("verdicts", verdicts)
+        table.add_row("best speedup", best)
+        table.add_row("cost", f"${e.cost_usd:.4f}")
+        table.add_row("archive cells", str(e.cells))
+        table.add_row("last", line.split(" | ")[0])
+        self._live.update(table)
+
+
+def print_summary(summary: Any, console: Console | None = None) -> None:
+    console = console or Console()
+    best = "none correct" if summary.best_id is None else f"#{summary.best_id} at {summary.best_speedup:.3f}x"
+    console.print(f"stopped: {summary.stop_reason}", markup=False, highlight=False)
+    console.print(f"evaluated {summary.evaluated}/{summary.budget}, best {best}, cells {summary.cells}, "
+                  f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s", markup=False, highlight=False)
+
+
+def run_report(store: Any) -> dict[str, Any]:
+    """Everything ``kernelevo show`` prints, as one JSON-ready object."""
+    meta = store.meta()
+    cands = store.candidates()
+    out = []
+    for c in cands:
+        out.append({
+            "id": c.id, "parent_id": c.parent_id, "origin": c.origin, "model": c.model,
+            "prompt_kind": c.prompt_kind, "status": c.status, "verdict": c.verdict, "reason": c.reason,
+            "speedup": c.speedup, "cell": c.cell, "note": c.note, "language": c.language, "source": c.source,
+            "sizes": [s for s in (c.evaluation.to_json()["sizes"] if c.evaluation else [])],
+        })
+    correct = [d for d in out if d["verdict"] == "correct" and d["speedup"]]
+    best = max(correct, key=lambda d: d["speedup"]) if correct else None
+    return {
+        "problem": meta.get("problem"), "problem_path": meta.get("problem_path"), "device": meta.get("device"),
+        "overrides": meta.get("overrides", {}), "best": best, "cells": len({d["cell"] for d in out if d["cell"]}),
+        "verdicts": store.verdict_counts(), "evaluated": store.count_done(),
+        "pending": sum(1 for d in out if d["status"] == "pending"), "candidates": out, "llm": store.llm_usage(),
+    }
+
+
+def print_run(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    best = report["best"]
+    console.print(f"[bold]{report['problem']}[/bold] on {report['device']}: {report['evaluated']} evaluated, "
+                  f"{report['pending']} pending, {report['cells']} archive cells")
+    if best:
+        console.print(f"best: #{best['id']} {best['speedup']:.3f}x ({best['model'] or best['origin']}, "
+                      f"cell {best['cell']})", markup=False, highlight=False)
+    else:
+        console.print("best: no correct candidate yet")
+    table = Table(title="candidates", box=None, padding=(0, 2))
+    for col in ("id", "parent", "made by", "verdict", "speedup", "cell", "reason"):
+        table.add_column(col)
+    for d in report["candidates"]:
+        made = d["origin"] if not d["model"] else f"{d['model']} ({d['prompt_kind']})"
+        table.add_row(str(d["id"]), str(d["parent_id"] or "-"), made, d["verdict"] or d["status"],
+                      f"{d['speedup']:.3f}x" if d["speedup"] else "-", d["cell"] or "-", (d["reason"] or "")[:80])
+    console.print(table)
+    llm = report["llm"]
+    t = Table(title="model calls", box=None, padding=(0, 2))
+    for col in ("model", "calls", "failed", "tokens in", "tokens out", "cost"):
+        t.add_column(col)
+    for model, m in llm["by_model"].items():
+        cost = f"${m['cost_usd']:.4f}" + ("" if m["priced"] else " (no price known)")
+        t.add_row(model, str(m["calls"]), str(m["failed_calls"]), str(m["tokens_in"]), str(m["tokens_out"]), cost)
+    console.print(t)
+    console.print(f"total: {llm['calls']} calls, ${llm['cost_usd']:.4f}")

@@ -9,9 +9,10 @@ from typing import Any
 
 import tomllib
 
-# Environment variables kernelevo itself reads (Triton and PyTorch read their own).
+# Environment variables kernelevo itself reads (Triton, PyTorch and litellm read their own).
 ENV_CONFIG = "KERNELEVO_CONFIG"  # path of a TOML settings file
 ENV_DEBUG = "KERNELEVO_DEBUG"  # "1": print tracebacks for bad input
+ENV_API_KEY = "KERNELEVO_API_KEY"  # key sent to an --api-base server when the provider's own variable is unset
 
 
 class SettingsError(ValueError):
@@ -37,8 +38,55 @@ class EvalSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """The loop: budgets, strategy, how many proposals are in flight."""
+
+    budget: int = 50  # candidates evaluated in the run's database, resumed ones included
+    max_cost_usd: float = 0.0  # 0: no dollar limit
+    max_time_s: float = 0.0  # 0: no time limit (this invocation's wall time)
+    strategy: str = "archive"  # "archive" (quality-diversity) or "sample" (independent samples of the seed)
+    concurrency: int = 4  # proposals in flight; enough that the evaluator never waits on a model
+    seed: int = 0  # the controller's random choices (parents, tiers, tuner moves)
+    warmup: int = 8  # correct candidates observed before descriptor normalisation freezes
+    bins: int = 3  # bins per continuous descriptor
+    inspirations: int = 2  # elites of other cells shown in a prompt
+    strong_share: float = 0.1  # fraction of proposals sent to the strong model
+    stagnation: int = 8  # evaluations without a new best before the strong model is called
+    fix_share: float = 0.25  # share of cheap proposals that repair a recent failure
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Models are litellm names (provider/model); api_base points them at any OpenAI-compatible server."""
+
+    model: str = ""  # the cheap tier; "" means the offline tuner
+    strong_model: str = ""  # "" means the cheap model plays both tiers
+    api_base: str = ""
+    temperature: float = 0.8
+    max_tokens: int = 8192
+    timeout_s: float = 300.0  # one request
+    retries: int = 4  # transient errors (rate limit, 5xx, time-outs), with exponential backoff
+    backoff_s: float = 2.0  # first wait; doubles each retry
+    edit_threshold: int = 120  # parents longer than this many lines are edited by search/replace
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens, for models litellm has no price for (local servers, new models)."""
+
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+_TABLES = {"eval": EvalSettings, "search": SearchSettings, "llm": LLMSettings}
+
+
+@dataclass(frozen=True)
 class Settings:
     eval: EvalSettings = field(default_factory=EvalSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    prices: dict[str, Price] = field(default_factory=dict)
     debug: bool = False
 
     @staticmethod
@@ -53,31 +101,55 @@ class Settings:
             data = tomllib.loads(p.read_text())
         except FileNotFoundError:
             raise SettingsError(f"{p}: no such settings file") from None
+        except IsADirectoryError:
+            raise SettingsError(f"{p}: is a directory, not a settings file") from None
         except tomllib.TOMLDecodeError as e:
             raise SettingsError(f"{p}: not valid TOML ({e})") from None
         return base.updated(data, str(p))
 
     def updated(self, data: dict[str, Any], origin: str = "settings") -> Settings:
-        """A copy with the ``[eval]`` table (and top-level keys) of ``data`` applied."""
-        unknown = set(data) - {"eval", "debug"}
+        """A copy with the tables of ``data`` (``[eval]``, ``[search]``, ``[llm]``, ``[prices]``) applied."""
+        unknown = set(data) - {*_TABLES, "prices", "debug"}
         if unknown:
             raise SettingsError(f"{origin}: unknown setting(s) {', '.join(sorted(unknown))}")
-        ev = self.eval
-        table = data.get("eval", {})
-        if not isinstance(table, dict):
-            raise SettingsError(f"{origin}: [eval] must be a table")
-        known = {f.name: f for f in fields(EvalSettings)}
         changes: dict[str, Any] = {}
-        for key, value in table.items():
-            if key not in known:
-                raise SettingsError(f"{origin}: unknown setting eval.{key}")
-            expected = type(getattr(ev, key))
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not expected:
-                raise SettingsError(
-                    f"{origin}: eval.{key} must be {expected.__name__}, got {type(value).__name__}"
-                )
-            changes[key] = value
-        debug = data.get("debug", self.debug)
-        return replace(self, eval=replace(ev, **changes), debug=bool(debug))
+        for name, cls in _TABLES.items():
+            if name in data:
+                changes[name] = _apply(getattr(self, name), cls, data[name], name, origin)
+        if "prices" in data:
+            table = data["prices"]
+            if not isinstance(table, dict):
+                raise SettingsError(f"{origin}: [prices] must be a table of models")
+            prices = dict(self.prices)
+            for model, entry in table.items():
+                prices[model] = _apply(Price(), Price, entry, f'prices."{model}"', origin)
+            changes["prices"] = prices
+        if "debug" in data:
+            changes["debug"] = bool(data["debug"])
+        return replace(self, **changes)
+
+    def with_options(self, table: str, **options: Any) -> Settings:
+        """A copy with command-line options applied to one table; ``None`` means "not given"."""
+        given = {k: v for k, v in options.items() if v is not None}
+        return self.updated({table: given}, "command line") if given else self
+
+
+def _apply(current: Any, cls: type, table: Any, name: str, origin: str) -> Any:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{origin}: [{name}] must be a table")
+    known = {f.name for f in fields(cls)}
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise SettingsError(f"{origin}: unknown setting {name}.{key}")
+        expected = type(getattr(current, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not expected:
+            raise SettingsError(f"{origin}: {name}.{key} must be {expected.__name__}, got {type(value).__name__}")
+        changes[key] = value
+    return replace(current, **changes)
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get(ENV_API_KEY) or None

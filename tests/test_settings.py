@@ -30,7 +30,8 @@ def test_environment_variable_names_the_file(tmp_path: Path, monkeypatch) -> Non
     [
         ("[eval]\ntimeout = 5\n", "unknown setting eval.timeout"),
         ("[eval]\ncpu_reps = 'many'\n", "eval.cpu_reps must be int"),
-        ("[search]\nx = 1\n", "unknown setting(s) search"),
+        ("[search]\nx = 1\n", "unknown setting search.x"),
+        ("[bogus]\nx = 1\n", "unknown setting(s) bogus"),
         ("[eval\n", "not valid TOML"),
     ],
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -53,6 +53,18 @@ class Evaluation:
         d["sizes"] = [_clean(asdict(s)) for s in self.sizes]
         d["torch_ops"] = list(self.torch_ops)
         return _clean(d)
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> Evaluation:
+        """The inverse of ``to_json`` (a stored evaluation; the log is not kept)."""
+        known = {f.name for f in fields(SizeResult)}
+        sizes = tuple(SizeResult(**{k: v for k, v in s.items() if k in known}) for s in d.get("sizes", ()))
+        return Evaluation(
+            candidate=d["candidate"], verdict=Verdict(d["verdict"]), reason=d.get("reason", ""),
+            device=d.get("device", ""), timing=d.get("timing"), sizes=sizes, speedup=d.get("speedup"),
+            error=d.get("error"), torch_ops=tuple(d.get("torch_ops", ())), elapsed_s=d.get("elapsed_s", 0.0),
+            log=d.get("log", ""),
+        )
 
 
 def _clean(d: dict[str, Any]) -> dict[str, Any]:

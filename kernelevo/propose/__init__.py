@@ -1,0 +1,1 @@
+"""The proposer stage: prompts, model tiers, reply parsing, cost accounting, and the offline tuner."""

@@ -1,0 +1,102 @@
+"""Wiring one optimisation run: its database, model client, evaluator, proposer and search.
+
+Everything that can refuse the run (a database of another problem, a bad key, an unknown
+model) does so here, with one line, before the evaluator starts or any candidate is judged.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from kernelevo import __version__
+from kernelevo.problem import Problem
+from kernelevo.settings import Settings
+from kernelevo.store import CallRecord, Store
+
+
+class RunError(ValueError):
+    """A run that cannot start; the message is one line."""
+
+
+def _check_meta(store: Store, problem: Problem, device: str) -> None:
+    """A database belongs to one problem (same file contents, same --set) on one device kind."""
+    want = {"problem": problem.name, "problem_digest": problem.digest, "overrides": problem.overrides,
+            "device": device}
+    meta = store.meta()
+    if "problem_digest" not in meta:
+        store.set_meta({**want, "problem_path": str(problem.path), "kernelevo": __version__})
+        return
+    for key, value in want.items():
+        if meta.get(key) != value:
+            what = "problem file" if key in ("problem", "problem_digest") else key
+            raise RunError(f"{store.path}: this run was made for another {what} ({meta.get(key)!r}, now {value!r}); "
+                           "use another --db")
+
+
+class Run:
+    def __init__(self, problem: Problem, device: str, settings: Settings, store: Store,
+                 seed_source: str | None, seed_name: str):
+        self.problem, self.device, self.settings, self.store = problem, device, settings, store
+        self.seed_source, self.seed_name = seed_source, seed_name
+        self.warnings: list[str] = []
+        self.llm = None
+        ls = settings.llm
+        if ls.model:
+            from kernelevo.propose.llm import LLMClient, LLMError
+
+            self.llm = LLMClient(ls, settings.prices)
+            for model in dict.fromkeys(m for m in (ls.model, ls.strong_model) if m):
+                try:
+                    reply = self.llm.preflight(model)
+                except LLMError as e:
+                    raise RunError(str(e)) from None
+                if reply is not None:
+                    store.add_call(CallRecord(model, "preflight", "preflight", reply.tokens_in, reply.tokens_out,
+                                              reply.cost_usd, reply.priced, reply.latency_s, reply.attempts))
+                    if not reply.priced:
+                        self.warnings.append(f"no price is known for {model}: its calls count as $0 "
+                                             f'(set [prices."{model}"] in the config)')
+        from kernelevo.evaluate.evaluator import Evaluator
+
+        self.evaluator = Evaluator(problem, device, settings.eval)
+        self.warnings += list(self.evaluator.reference.warnings)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.evaluator.close()
+        self.store.close()
+
+    def search(self):  # -> Summary
+        from kernelevo.propose.proposer import Proposer
+        from kernelevo.propose.tuner import Tuner
+        from kernelevo.report import Progress
+        from kernelevo.search import Search
+
+        s, ls = self.settings.search, self.settings.llm
+        tuner = Tuner(self.seed_source or "", random.Random(s.seed + 1))
+        proposer = Proposer(self.problem.source, self.device, self.llm, ls.model or None, ls.strong_model or None,
+                            tuner, ls.edit_threshold)
+        stats = [(float(c.flops), float(c.min_bytes)) for c in self.evaluator.reference.cases]
+        with Progress(problem=self.problem.name) as progress:
+            search = Search(self.store, self.evaluator.evaluate, proposer, s, len(self.problem.sizes), stats,
+                            on_event=progress)
+            if self.seed_source is not None:
+                search.add_seed(self.seed_source, self.seed_name)
+            return search.run()
+
+
+def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_source: str | None,
+             seed_name: str) -> Run:
+    store = Store(db)
+    try:
+        _check_meta(store, problem, device)
+        return Run(problem, device, settings, store, seed_source, seed_name)
+    except BaseException:
+        store.close()
+        raise

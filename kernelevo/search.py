@@ -1,0 +1,313 @@
+"""The loop: keep the evaluator busy, keep model calls in flight, stop on budgets, resume exactly.
+
+The controller thread is the only one that touches the archive and the database. Model calls
+run on a thread pool and evaluations on one evaluation thread; the controller waits on
+whichever finishes first, records it (one transaction per event), and tops the pipeline up.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from kernelevo.archive import Archive, Entry, behaviour_descriptors, code_descriptors
+from kernelevo.candidate import Candidate, detect_language
+from kernelevo.evaluate.verdict import Evaluation, Verdict
+from kernelevo.propose.prompt import Shown
+from kernelevo.propose.proposer import Plan, Proposal, Proposer
+from kernelevo.propose.tiers import TierPolicy, TierState
+from kernelevo.propose.tuner import source_digest
+from kernelevo.settings import SearchSettings
+from kernelevo.store import CallRecord, Store, StoredCandidate
+
+STOP_GRACE_S = 30.0  # how long a stopping run waits for model calls already paid for
+MAX_FAILED_CALLS = 8  # consecutive failed model calls (after retries) before the run gives up
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the display is told after each recorded candidate."""
+
+    candidate: StoredCandidate
+    evaluated: int
+    budget: int
+    best: float | None
+    cost_usd: float
+    cells: int
+    verdicts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Summary:
+    evaluated: int  # candidates judged in the database, earlier invocations included
+    budget: int
+    stop_reason: str
+    best_id: int | None
+    best_speedup: float | None
+    cost_usd: float
+    cells: int
+    verdicts: dict[str, int]
+    elapsed_s: float
+    evaluator_idle: float  # fraction of this invocation's wall time with no evaluation running
+    controller_ms: float  # controller time per proposal (planning, recording, archive)
+    proposals: int  # proposals made in this invocation
+
+
+def _shown(c: StoredCandidate) -> Shown:
+    return Shown(c.id, c.source, c.evaluation, c.cell, c.note)
+
+
+class Search:
+    def __init__(
+        self,
+        store: Store,
+        evaluate: Callable[[Candidate], Evaluation],
+        proposer: Proposer,
+        settings: SearchSettings,
+        n_sizes: int,
+        stats: list[tuple[float, float]] | None = None,
+        on_event: Callable[[Event], None] | None = None,
+    ):
+        self.store = store
+        self.evaluate = evaluate
+        self.proposer = proposer
+        self.s = settings
+        self.stats = stats
+        self.on_event = on_event or (lambda e: None)
+        arch = store.state("archive")
+        self.archive = Archive.from_dict(arch) if arch else Archive(n_sizes, settings.warmup, settings.bins)
+        self.tiers = TierState.from_dict(store.state("tiers"))
+        self.policy = TierPolicy(settings.strong_share, settings.stagnation, settings.fix_share,
+                                 tune_share=0.1 if proposer.tuner is not None and not proposer.offline else 0.0)
+        self.rng = random.Random(settings.seed)
+        rng_state = store.state("rng")
+        if rng_state:
+            self.rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
+        self._controller_s = 0.0
+        self._proposals = 0
+
+    # -- state ------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"archive": self.archive.to_dict(), "tiers": self.tiers.to_dict(), "rng": self.rng.getstate()}
+
+    def add_seed(self, source: str, name: str) -> int | None:
+        """The seed kernel is candidate #1 of a new run; a resumed run already has it."""
+        if self.store.count_done() or self.store.candidates("pending"):
+            return None
+        return self.store.add_candidate(Candidate(source, name, detect_language(source)), "seed",
+                                        source_digest(source), note=name)
+
+    # -- planning ---------------------------------------------------------------------------
+    def _plan(self) -> Plan | None:
+        evaluated = self.store.count_done()
+        best = self.archive.best
+        failures = [c for c in self.store.recent_failures(6) if c.note != "unusable reply"]
+        seed = next((c for c in self.store.candidates() if c.origin == "seed"), None)
+        choice, self.tiers = self.policy.choose(
+            self.tiers, evaluated, self.rng, have_elites=best is not None, have_failures=bool(failures),
+            can_tune=self.proposer.tuner is not None, strategy=self.s.strategy,
+        )
+        if self.proposer.offline:  # the tuner walks the archive's elites and the seed
+            return self._plan_tuner(seed)
+        parent: StoredCandidate | None = None
+        inspirations: list[StoredCandidate] = []
+        shown_failures: list[StoredCandidate] = []
+        if choice.kind == "sample":
+            parent = seed
+        elif choice.kind == "fix":
+            parent = self.rng.choice(failures[:3])
+        elif choice.kind in ("improve", "rethink", "tune"):
+            entry, insp, _ = self.archive.sample(self.rng, self.s.inspirations)
+            if choice.kind in ("rethink", "tune"):
+                entry = best
+            parent = self.store.candidate(entry.id) if entry else None
+            inspirations = [c for e in insp if e.id != (entry.id if entry else None)
+                            and (c := self.store.candidate(e.id)) is not None]
+            if parent is not None and choice.kind == "improve":
+                shown_failures = self.store.recent_failures(2, parent_id=parent.id)
+        plan = self.proposer.plan(choice, _shown(parent) if parent else None, [_shown(c) for c in inspirations],
+                                  [_shown(c) for c in shown_failures], tried=self.store.digests())
+        if plan is None and choice.tier == "tuner":  # this elite is tuned out; ask a model instead
+            from kernelevo.propose.tiers import Choice
+
+            plan = self.proposer.plan(Choice("cheap", "improve"), _shown(parent) if parent else None,
+                                      [_shown(c) for c in inspirations])
+        return plan
+
+    def _plan_tuner(self, seed: StoredCandidate | None) -> Plan | None:
+        from kernelevo.propose.tiers import Choice
+
+        tried = self.store.digests()
+        entry, _, _ = self.archive.sample(self.rng, 0)
+        order = [entry] if entry else []
+        order += sorted(self.archive.cells.values(), key=lambda e: -e.fitness)
+        parents = [c for e in order if e and (c := self.store.candidate(e.id))]
+        if seed is not None:
+            parents.append(seed)
+        for p in parents:
+            plan = self.proposer.plan(Choice("tuner", "tune"), _shown(p), tried=tried)
+            if plan is not None:
+                return plan
+        return None
+
+    # -- recording --------------------------------------------------------------------------
+    def _record_proposal(self, prop: Proposal) -> int | None:
+        call_id = self.store.add_call(prop.call) if prop.call else None
+        if prop.source is None:
+            return None
+        parent_id = prop.plan.parent.id if prop.plan.parent else None
+        cand = Candidate(prop.source, "proposal", detect_language(prop.source), parent_id,
+                         prop.plan.model, prop.plan.choice.kind)
+        origin = "tuner" if prop.plan.model is None else "llm"
+        digest = source_digest(prop.source)
+        if prop.failure is not None:
+            return self.store.add_candidate(cand, origin, digest, call_id, "unusable reply", prop.failure)
+        twin = self.store.find_digest(digest)
+        if twin is not None:
+            dup = Evaluation("proposal", Verdict.REJECTED, f"identical to candidate #{twin}, which was already "
+                             "evaluated; change something", device="")
+            return self.store.add_candidate(cand, origin, digest, call_id, prop.plan.note, dup)
+        return self.store.add_candidate(cand, origin, digest, call_id, prop.plan.note)
+
+    def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation) -> None:
+        cell = None
+        if ev.ok and ev.speedup and ev.speedup > 0:
+            speedups = tuple((s.reference_ms or 0.0) / s.latency_ms if s.latency_ms else 0.0 for s in ev.sizes)
+            entry = Entry(cand.id, ev.speedup, speedups, code_descriptors(cand.source, cand.language),
+                          behaviour_descriptors(ev.sizes, self.stats))
+            res = self.archive.add(entry)
+            cell = res.cell
+            if res.new_best:
+                self.tiers = self.policy.improved(self.tiers, self.store.count_done() + 1)
+        self.store.record_evaluation(cand.id, ev, cell, self._state())
+
+    def _event(self, cid: int) -> None:
+        best = self.archive.best
+        c = self.store.candidate(cid)
+        assert c is not None
+        self.on_event(Event(c, self.store.count_done(), self.s.budget, best.fitness if best else None,
+                            self.store.cost_usd(), len(self.archive), self.store.verdict_counts()))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _stop_reason(self, start: float) -> str | None:
+        if self.store.count_done() >= self.s.budget:
+            return f"budget of {self.s.budget} evaluations reached"
+        if self.s.max_cost_usd > 0 and self.store.cost_usd() >= self.s.max_cost_usd:
+            return f"cost limit ${self.s.max_cost_usd:g} reached"
+        if self.s.max_time_s > 0 and time.monotonic() - start >= self.s.max_time_s:
+            return f"time limit {self.s.max_time_s:g} s reached"
+        return None
+
+    def run(self) -> Summary:
+        start = time.monotonic()
+        pending: deque[StoredCandidate] = deque(self.store.candidates("pending"))
+        calls: dict[Future[Proposal], Plan] = {}
+        evaluating: tuple[StoredCandidate, Future[Evaluation], float] | None = None
+        busy_s = 0.0
+        stop: str | None = None
+        exhausted = False
+        failed_calls = 0
+        llm_pool = ThreadPoolExecutor(max(1, self.s.concurrency), thread_name_prefix="kernelevo-llm")
+        eval_pool = ThreadPoolExecutor(1, thread_name_prefix="kernelevo-eval")
+        try:
+            while True:
+                t0 = time.monotonic()
+                stop = stop or self._stop_reason(start)
+                if evaluating is None and pending and stop is None:
+                    cand = pending.popleft()
+                    evaluating = (cand, eval_pool.submit(self.evaluate, cand.as_candidate()), time.monotonic())
+                in_pipeline = len(calls) + len(pending) + (evaluating is not None)
+                while (stop is None and not exhausted and len(calls) < self.s.concurrency
+                       and len(pending) < max(1, self.s.concurrency)
+                       and self.store.count_done() + in_pipeline < self.s.budget):
+                    plan = self._plan()
+                    self._proposals += 1
+                    if plan is None:
+                        exhausted = True
+                        break
+                    if plan.model is None:  # a tuner move: instant, no thread
+                        cid = self._record_proposal(self.proposer.execute(plan))
+                        if cid is not None and (c := self.store.candidate(cid)) and c.status == "pending":
+                            pending.append(c)
+                    else:
+                        calls[llm_pool.submit(self.proposer.execute, plan)] = plan
+                    in_pipeline += 1
+                if evaluating is None and pending and stop is None:
+                    continue
+                self._controller_s += time.monotonic() - t0
+                if evaluating is None and not calls:
+                    if stop is None:
+                        stop = ("the tuner tried every neighbour of every elite" if self.proposer.offline
+                                else "no more proposals could be made")
+                    break
+                waitables: set[Future[Any]] = set(calls)
+                if evaluating is not None:
+                    waitables.add(evaluating[1])
+                done, _ = wait(waitables, timeout=1.0, return_when=FIRST_COMPLETED)
+                t0 = time.monotonic()
+                for fut in [f for f in calls if f in done]:
+                    del calls[fut]
+                    prop = fut.result()
+                    if prop.fatal:
+                        stop = stop or f"model error: {prop.fatal}"
+                    failed_calls = failed_calls + 1 if prop.call and prop.call.error else 0
+                    if failed_calls >= MAX_FAILED_CALLS:
+                        stop = stop or f"{failed_calls} model calls in a row failed; last: {prop.call.error}"
+                    cid = self._record_proposal(prop)
+                    if cid is not None:
+                        c = self.store.candidate(cid)
+                        assert c is not None
+                        if c.status == "pending":
+                            pending.append(c)
+                        else:
+                            self._event(cid)
+                if evaluating is not None and evaluating[1] in done:
+                    cand, fut, t_start = evaluating
+                    busy_s += time.monotonic() - t_start
+                    evaluating = None
+                    try:
+                        ev = fut.result()
+                    except Exception as e:  # the evaluator itself failed: record, never lose the run
+                        ev = Evaluation(cand.as_candidate().name, Verdict.CRASH, f"evaluator error: {e}", "")
+                    self._record_evaluation(cand, ev)
+                    self._event(cand.id)
+                self._controller_s += time.monotonic() - t0
+                if stop is not None and evaluating is None:
+                    self._drain(calls)
+                    break
+        finally:
+            llm_pool.shutdown(wait=False, cancel_futures=True)
+            eval_pool.shutdown(wait=False, cancel_futures=True)
+        elapsed = time.monotonic() - start
+        best = self.archive.best
+        return Summary(
+            self.store.count_done(), self.s.budget, stop or "done", best.id if best else None,
+            best.fitness if best else None, self.store.cost_usd(), len(self.archive), self.store.verdict_counts(),
+            round(elapsed, 3), round(max(0.0, 1 - busy_s / elapsed), 4) if elapsed > 0 else 0.0,
+            round(1000 * self._controller_s / max(1, self._proposals), 3), self._proposals,
+        )
+
+    def _drain(self, calls: dict[Future[Proposal], Plan]) -> None:
+        """Model calls already made are paid for: record them (their candidates stay pending for a
+        resumed run) rather than drop their cost. Calls still out after the grace period are
+        recorded with the prompt's tokens and cost, the least they will be billed."""
+        if not calls:
+            return
+        done, not_done = wait(calls, timeout=STOP_GRACE_S)
+        for fut in done:
+            self._record_proposal(fut.result())
+        llm = self.proposer.llm
+        for fut in not_done:
+            fut.cancel()
+            plan = calls[fut]
+            if llm is None or plan.model is None:
+                continue
+            tokens = llm.count_tokens(plan.model, plan.messages)
+            cost, priced = llm.cost(plan.model, tokens, 0)
+            self.store.add_call(CallRecord(plan.model, plan.choice.tier, plan.choice.kind, tokens, 0, cost, priced,
+                                           STOP_GRACE_S, 1, "abandoned when the run stopped: prompt tokens only"))
