@@ -1,0 +1,261 @@
+"""The search loop end to end, against a real OpenAI-compatible server on loopback (litellm unmocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kernelevo.problem import load_problem
+from kernelevo.run import open_run
+from kernelevo.settings import Settings
+from kernelevo.store import Store
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+from tests.llm_server import ScriptedServer, fenced
+
+GOOD = (CANDIDATES / "softmax_good.py").read_text()
+# Off by a constant in the denominator: runs, launches its kernel, and is wrong everywhere.
+WRONG = GOOD.replace("e / tl.sum(e, axis=0)", "e / (tl.sum(e, axis=0) + 1.0)")
+assert WRONG != GOOD
+
+
+def variant(k: int) -> str:
+    """A correct softmax that differs in its text (a distinct candidate)."""
+    return GOOD.replace("row = tl.program_id(0)", f"row = tl.program_id(0)  # variant {k}")
+
+
+def settings(url: str, tmp_path: Path, **search: object) -> Settings:
+    s = Settings().updated({
+        "llm": {"model": "openai/cheap", "strong_model": "openai/strong", "api_base": url, "backoff_s": 0.05},
+        "search": {"budget": 6, "concurrency": 2, **search},
+        "eval": {"timeout_s": 60.0},
+    })
+    return s
+
+
+def run_search(s: Settings, db: Path, problem: str = "softmax_small.py", seed: str | None = None):
+    prob = load_problem(PROBLEMS / problem)
+    with open_run(prob, "cpu", s, db, seed, "seed.py") as run:
+        return run.search()
+
+
+def test_failure_feedback_reaches_a_later_prompt_and_both_tiers_are_used(tmp_path: Path) -> None:
+    def script(body: dict, i: int) -> str:
+        if body.get("max_tokens") == 1:
+            return "OK"  # preflight
+        if body["model"].endswith("strong"):
+            return fenced(variant(100 + i), "A different algorithm.")
+        return fenced(WRONG) if i <= 2 else fenced(variant(i))
+
+    with ScriptedServer(script) as srv:
+        summary = run_search(settings(srv.url, tmp_path, budget=7, strong_share=0.3, concurrency=1),
+                             tmp_path / "run.db")
+        prompts = srv.prompts()
+        models = [r["model"] for r in srv.requests if r.get("max_tokens") != 1]
+    assert summary.evaluated == 7 and summary.stop_reason.startswith("budget")
+    with Store(tmp_path / "run.db") as store:
+        cands = store.candidates()
+    wrong = [c for c in cands if c.verdict == "incorrect"]
+    assert wrong, [c.verdict for c in cands]
+    # The wrong kernel's reason (which size and draw failed, by how much) is shown to a later prompt.
+    later = [p for p in prompts if wrong[0].reason in p]
+    assert later, wrong[0].reason
+    assert {"cheap", "strong"} <= {m.split("/")[-1] for m in models}  # litellm strips "openai/"
+    strong = [c for c in cands if c.model == "openai/strong"]
+    assert strong and all(c.prompt_kind in ("rethink", "write", "fix") for c in strong)
+    assert any("fundamentally different algorithm" in p for p in prompts)
+    assert all(c.model and c.prompt_kind for c in cands)  # every candidate says who made it and how
+    assert summary.best_id is not None and summary.best_speedup > 0
+
+
+def test_unusable_replies_become_failed_candidates_with_reasons(tmp_path: Path) -> None:
+    replies = ["Sorry, I can only describe the idea.", fenced(GOOD.replace("class ModelNew", "class Model")),
+               fenced("def broken(:\n    pass\nclass ModelNew: pass")]
+
+    served: list[int] = []
+
+    def script(body: dict, i: int) -> str:
+        if body.get("max_tokens") == 1:
+            return "OK"
+        served.append(i)
+        n = len(served) - 1
+        return replies[n] if n < len(replies) else fenced(variant(i))
+
+    with ScriptedServer(script) as srv:
+        run_search(settings(srv.url, tmp_path, budget=4, concurrency=1, strong_share=0.0), tmp_path / "run.db")
+    with Store(tmp_path / "run.db") as store:
+        cands = store.candidates()
+    assert [c.verdict for c in cands[:3]] == ["rejected", "rejected", "compile_error"]
+    assert "code block" in cands[0].reason and "ModelNew" in cands[1].reason and "line 1" in cands[2].reason
+    assert all(c.note == "unusable reply" for c in cands[:3])
+    assert cands[3].verdict == "correct"
+
+
+def test_max_cost_stops_the_run_and_every_call_is_counted(tmp_path: Path) -> None:
+    calls = []
+
+    def script(body: dict, i: int) -> str:
+        calls.append(i)
+        return "OK" if body.get("max_tokens") == 1 else fenced(variant(i))
+
+    # $1 per prompt token: each proposal costs hundreds of dollars, so the limit stops the run early.
+    s = settings("", tmp_path, budget=20, concurrency=1, max_cost_usd=1500.0, strong_share=0.0)
+    s = s.updated({"prices": {"openai/cheap": {"input_per_mtok": 1e6, "output_per_mtok": 0.0},
+                              "openai/strong": {"input_per_mtok": 1e6}}})
+    with ScriptedServer(script) as srv:
+        s = s.updated({"llm": {"api_base": srv.url}})
+        summary = run_search(s, tmp_path / "run.db")
+    assert summary.stop_reason.startswith("cost limit") and summary.evaluated < 20
+    with Store(tmp_path / "run.db") as store:
+        usage = store.llm_usage()
+    assert usage["calls"] == len(calls)  # the preflight and drained calls included
+    assert usage["cost_usd"] >= 1500.0 and usage["by_model"]["openai/cheap"]["priced"]
+
+
+def test_resume_restores_archive_normalisation_and_tiers(tmp_path: Path) -> None:
+    def script(body: dict, i: int) -> str:
+        return "OK" if body.get("max_tokens") == 1 else fenced(variant(i))
+
+    db = tmp_path / "run.db"
+    with ScriptedServer(script) as srv:
+        s = settings(srv.url, tmp_path, budget=4, concurrency=1, warmup=2)
+        run_search(s, db)
+        with Store(db) as store:
+            saved = {k: store.state(k) for k in ("archive", "tiers", "rng")}
+            done = {c.id: c.evaluation for c in store.candidates("done")}
+        from kernelevo.propose.proposer import Proposer
+        from kernelevo.search import Search
+
+        with Store(db) as store:
+            search = Search(store, lambda c: None, Proposer("", "cpu", None, None, None, None), s.search, 2)
+            assert search.archive.to_dict() == saved["archive"]
+            assert search.tiers.to_dict() == saved["tiers"]
+            assert json.loads(json.dumps(search.rng.getstate())) == saved["rng"]
+        summary = run_search(s.updated({"search": {"budget": 6}}), db)
+    assert summary.evaluated == 6
+    with Store(db) as store:
+        after = {c.id: c.evaluation for c in store.candidates("done")}
+    assert {k: after[k] for k in done} == done  # nothing judged before was judged again
+
+
+def test_offline_tuner_finds_correct_variants_of_the_seed(tmp_path: Path) -> None:
+    prob = load_problem(ROOT / "kernels" / "gelu" / "problem.py")
+    seed = (ROOT / "kernels" / "gelu" / "seed.py").read_text()
+    s = Settings().updated({"search": {"budget": 4}})
+    with open_run(prob, "cpu", s, tmp_path / "run.db", seed, "kernels/gelu/seed.py") as run:
+        summary = run.search()
+    assert summary.evaluated == 4
+    with Store(tmp_path / "run.db") as store:
+        cands = store.candidates()
+        usage = store.llm_usage()
+    assert cands[0].origin == "seed" and cands[0].verdict == "correct"
+    tuned = [c for c in cands if c.origin == "tuner"]
+    assert len(tuned) == 3 and all(c.parent_id is not None and "->" in (c.note or "") for c in tuned)
+    assert any(c.verdict == "correct" for c in tuned)
+    assert len({c.digest for c in cands}) == 4  # no variant tried twice
+    assert usage["calls"] == 0
+
+
+def kernelevo(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "kernelevo", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True, **kw)
+
+
+def test_bad_key_stops_before_any_work(tmp_path: Path) -> None:
+    with ScriptedServer(lambda body, i: {"status": 401, "error": "invalid api key"}) as srv:
+        p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--model", "openai/cheap",
+                      "--api-base", srv.url, "--db", str(tmp_path / "run.db"), "--device", "cpu")
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 2, err
+    assert len(err.strip().splitlines()) == 1 and "AuthenticationError" in err and "openai/cheap" in err
+    with Store(tmp_path / "run.db") as store:
+        assert store.candidates() == []
+
+
+def test_sigkill_then_resume_loses_nothing_and_judges_nothing_twice(tmp_path: Path) -> None:
+    def script(body: dict, i: int) -> str | dict:
+        return "OK" if body.get("max_tokens") == 1 else {"content": fenced(variant(i)), "delay": 0.2}
+
+    db = tmp_path / "run.db"
+    args = ["optimize", str(PROBLEMS / "softmax_small.py"), "--model", "openai/cheap", "--db", str(db),
+            "--device", "cpu", "--budget", "8", "--concurrency", "3"]
+    with ScriptedServer(script) as srv:
+        p = kernelevo(*args, "--api-base", srv.url)
+        deadline = time.monotonic() + 120
+        done_before = 0
+        while time.monotonic() < deadline and p.poll() is None:
+            if db.exists():
+                with sqlite3.connect(db) as con:
+                    try:
+                        done_before = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        done_before = 0
+                if done_before >= 3:
+                    break
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()[1]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        with Store(db) as store:
+            before = {c.id: (c.verdict, c.evaluation, c.digest) for c in store.candidates("done")}
+            pending_ids = [c.id for c in store.candidates("pending")]
+            calls_before = store.llm_usage()["calls"]
+        assert len(before) >= 3
+        p = kernelevo(*args, "--api-base", srv.url)
+        out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    with Store(db) as store:
+        after = store.candidates()
+        assert store.llm_usage()["calls"] >= calls_before
+    assert all(c.status == "done" for c in after) and len(after) == 8
+    assert {c.id: (c.verdict, c.evaluation, c.digest) for c in after if c.id in before} == before
+    assert all(any(c.id == pid for c in after) for pid in pending_ids)  # pending ones were judged on resume
+    evaluated = [c.digest for c in after if c.note != "unusable reply" and "identical to" not in (c.reason or "")]
+    assert len(evaluated) == len(set(evaluated))
+
+
+def test_show_json_has_the_promised_fields(tmp_path: Path) -> None:
+    def script(body: dict, i: int) -> str:
+        return "OK" if body.get("max_tokens") == 1 else fenced(WRONG if i == 2 else variant(i))  # 0, 1: preflights
+
+    with ScriptedServer(script) as srv:
+        run_search(settings(srv.url, tmp_path, budget=3, concurrency=1, strong_share=0.0), tmp_path / "run.db")
+        n_requests = len(srv.requests)
+    r = subprocess.run([sys.executable, "-m", "kernelevo", "show", str(tmp_path / "run.db"), "--json"],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["problem"] == "softmax_small" and report["device"] == "cpu"
+    assert report["best"] is not None and report["best"]["verdict"] == "correct"
+    for c in report["candidates"]:
+        assert {"id", "parent_id", "model", "verdict", "reason", "speedup", "source", "cell"} <= set(c)
+    assert [c["verdict"] for c in report["candidates"]].count("incorrect") == 1
+    llm = report["llm"]
+    assert llm["calls"] == n_requests and set(llm["by_model"]) == {"openai/cheap", "openai/strong"}
+    cheap = llm["by_model"]["openai/cheap"]
+    assert {"calls", "tokens_in", "tokens_out", "cost_usd"} <= set(cheap) and cheap["tokens_in"] > 0
+    human = subprocess.run([sys.executable, "-m", "kernelevo", "show", str(tmp_path / "run.db")],
+                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert human.returncode == 0 and "openai/cheap" in human.stdout
+
+
+def test_show_of_a_missing_database_is_one_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "kernelevo", "show", str(tmp_path / "nope.db")],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such run database" in r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--budget=0", "--strategy=greedy", "--concurrency=0"])
+def test_bad_optimize_options_are_one_line(tmp_path: Path, flag: str) -> None:
+    p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--seed-kernel", str(CANDIDATES / "softmax_good.py"),
+                  "--db", str(tmp_path / "r.db"), flag)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err.strip().count("\n") == 0, err
