@@ -91,10 +91,10 @@ class Progress:
     def __call__(self, e: Any) -> None:
         c = e.candidate
         verdicts = " ".join(f"{k}={v}" for k, v in sorted(e.verdicts.items()))
-        best = "-" if e.best is None else f"{e.best:.3f}x"
+        best = "-" if e.best is None else f"{e.best:.3g}x"
         made = c.origin if c.model is None else f"{c.model} {c.prompt_kind}"
         parent = f" of #{c.parent_id}" if c.parent_id else ""
-        speed = f" {c.speedup:.3f}x" if c.speedup else ""
+        speed = f" {c.speedup:.3g}x" if c.speedup else ""
         line = (f"[{e.evaluated}/{e.budget}] #{c.id} {c.verdict}{speed} ({made}{parent}) | best {best} | "
                 f"${e.cost_usd:.4f} | cells {e.cells} | {verdicts}")
         if self._live is None:
@@ -113,7 +113,7 @@ class Progress:
 
 def print_summary(summary: Any, console: Console | None = None) -> None:
     console = console or Console()
-    best = "none correct" if summary.best_id is None else f"#{summary.best_id} at {summary.best_speedup:.3f}x"
+    best = "none correct" if summary.best_id is None else f"#{summary.best_id} at {summary.best_speedup:.3g}x"
     console.print(f"stopped: {summary.stop_reason}", markup=False, highlight=False)
     console.print(f"evaluated {summary.evaluated}/{summary.budget}, best {best}, cells {summary.cells}, "
                   f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s", markup=False, highlight=False)
@@ -135,7 +135,7 @@ def run_report(store: Any) -> dict[str, Any]:
     best = max(correct, key=lambda d: d["speedup"]) if correct else None
     return {
         "problem": meta.get("problem"), "problem_path": meta.get("problem_path"), "device": meta.get("device"),
-        "overrides": meta.get("overrides", {}), "best": best, "cells": len({d["cell"] for d in out if d["cell"]}),
+        "overrides": meta.get("overrides", {}), "best": best, "cells": len((store.state("archive") or {}).get("cells", {})),
         "verdicts": store.verdict_counts(), "evaluated": store.count_done(),
         "pending": sum(1 for d in out if d["status"] == "pending"), "candidates": out, "llm": store.llm_usage(),
     }
@@ -147,7 +147,7 @@ def print_run(report: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"[bold]{report['problem']}[/bold] on {report['device']}: {report['evaluated']} evaluated, "
                   f"{report['pending']} pending, {report['cells']} archive cells")
     if best:
-        console.print(f"best: #{best['id']} {best['speedup']:.3f}x ({best['model'] or best['origin']}, "
+        console.print(f"best: #{best['id']} {best['speedup']:.3g}x ({best['model'] or best['origin']}, "
                       f"cell {best['cell']})", markup=False, highlight=False)
     else:
         console.print("best: no correct candidate yet")
@@ -157,7 +157,8 @@ def print_run(report: dict[str, Any], console: Console | None = None) -> None:
     for d in report["candidates"]:
         made = d["origin"] if not d["model"] else f"{d['model']} ({d['prompt_kind']})"
         table.add_row(str(d["id"]), str(d["parent_id"] or "-"), made, d["verdict"] or d["status"],
-                      f"{d['speedup']:.3f}x" if d["speedup"] else "-", d["cell"] or "-", (d["reason"] or "")[:80])
+                      f"{d['speedup']:.3g}x" if d["speedup"] else "-", d["cell"] or "-",
+                      (d["reason"] or d["note"] or "")[:80])
     console.print(table)
     llm = report["llm"]
     t = Table(title="model calls", box=None, padding=(0, 2))

@@ -8,10 +8,11 @@ whichever finishes first, records it (one transaction per event), and tops the p
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from kernelevo.candidate import Candidate, detect_language
 from kernelevo.evaluate.verdict import Evaluation, Verdict
 from kernelevo.propose.prompt import Shown
 from kernelevo.propose.proposer import Plan, Proposal, Proposer
-from kernelevo.propose.tiers import TierPolicy, TierState
+from kernelevo.propose.tiers import Choice, TierPolicy, TierState
 from kernelevo.propose.tuner import source_digest
 from kernelevo.settings import SearchSettings
 from kernelevo.store import CallRecord, Store, StoredCandidate
@@ -54,8 +55,24 @@ class Summary:
     verdicts: dict[str, int]
     elapsed_s: float
     evaluator_idle: float  # fraction of this invocation's wall time with no evaluation running
-    controller_ms: float  # controller time per proposal (planning, recording, archive)
+    controller_ms: float  # controller CPU time per proposal (planning, prompts, recording, archive)
     proposals: int  # proposals made in this invocation
+
+
+def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``fn`` on a daemon thread. Not a ThreadPoolExecutor: its exit hook joins every worker,
+    so a model call stuck for minutes would hold up Ctrl-C and the end of a stopped run."""
+    fut: Future[Any] = Future()
+
+    def target() -> None:
+        if fut.set_running_or_notify_cancel():
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # handed to the controller, which records it
+                fut.set_exception(e)
+
+    threading.Thread(target=target, daemon=True, name=f"kernelevo-{getattr(fn, '__name__', 'task')}").start()
+    return fut
 
 
 def _shown(c: StoredCandidate) -> Shown:
@@ -97,7 +114,7 @@ class Search:
 
     def add_seed(self, source: str, name: str) -> int | None:
         """The seed kernel is candidate #1 of a new run; a resumed run already has it."""
-        if self.store.count_done() or self.store.candidates("pending"):
+        if self.store.has_candidates():
             return None
         return self.store.add_candidate(Candidate(source, name, detect_language(source)), "seed",
                                         source_digest(source), note=name)
@@ -107,7 +124,7 @@ class Search:
         evaluated = self.store.count_done()
         best = self.archive.best
         failures = [c for c in self.store.recent_failures(6) if c.note != "unusable reply"]
-        seed = next((c for c in self.store.candidates() if c.origin == "seed"), None)
+        seed = self.store.seed()
         choice, self.tiers = self.policy.choose(
             self.tiers, evaluated, self.rng, have_elites=best is not None, have_failures=bool(failures),
             can_tune=self.proposer.tuner is not None, strategy=self.s.strategy,
@@ -117,7 +134,10 @@ class Search:
         parent: StoredCandidate | None = None
         inspirations: list[StoredCandidate] = []
         shown_failures: list[StoredCandidate] = []
-        if choice.kind == "sample":
+        if choice.kind == "write" and seed is not None:  # the seed is still being judged: start from it anyway
+            choice = Choice(choice.tier, "improve")
+            parent = seed
+        elif choice.kind == "sample":
             parent = seed
         elif choice.kind == "fix":
             parent = self.rng.choice(failures[:3])
@@ -131,17 +151,14 @@ class Search:
             if parent is not None and choice.kind == "improve":
                 shown_failures = self.store.recent_failures(2, parent_id=parent.id)
         plan = self.proposer.plan(choice, _shown(parent) if parent else None, [_shown(c) for c in inspirations],
-                                  [_shown(c) for c in shown_failures], tried=self.store.digests())
+                                  [_shown(c) for c in shown_failures],
+                                  tried=self.store.digests() if choice.tier == "tuner" else None)
         if plan is None and choice.tier == "tuner":  # this elite is tuned out; ask a model instead
-            from kernelevo.propose.tiers import Choice
-
             plan = self.proposer.plan(Choice("cheap", "improve"), _shown(parent) if parent else None,
                                       [_shown(c) for c in inspirations])
         return plan
 
     def _plan_tuner(self, seed: StoredCandidate | None) -> Plan | None:
-        from kernelevo.propose.tiers import Choice
-
         tried = self.store.digests()
         entry, _, _ = self.archive.sample(self.rng, 0)
         order = [entry] if entry else []
@@ -212,77 +229,71 @@ class Search:
         stop: str | None = None
         exhausted = False
         failed_calls = 0
-        llm_pool = ThreadPoolExecutor(max(1, self.s.concurrency), thread_name_prefix="kernelevo-llm")
-        eval_pool = ThreadPoolExecutor(1, thread_name_prefix="kernelevo-eval")
-        try:
-            while True:
-                t0 = time.monotonic()
-                stop = stop or self._stop_reason(start)
-                if evaluating is None and pending and stop is None:
-                    cand = pending.popleft()
-                    evaluating = (cand, eval_pool.submit(self.evaluate, cand.as_candidate()), time.monotonic())
-                in_pipeline = len(calls) + len(pending) + (evaluating is not None)
-                while (stop is None and not exhausted and len(calls) < self.s.concurrency
-                       and len(pending) < max(1, self.s.concurrency)
-                       and self.store.count_done() + in_pipeline < self.s.budget):
-                    plan = self._plan()
-                    self._proposals += 1
-                    if plan is None:
-                        exhausted = True
-                        break
-                    if plan.model is None:  # a tuner move: instant, no thread
-                        cid = self._record_proposal(self.proposer.execute(plan))
-                        if cid is not None and (c := self.store.candidate(cid)) and c.status == "pending":
-                            pending.append(c)
+        while True:
+            t0 = time.thread_time()
+            stop = stop or self._stop_reason(start)
+            if evaluating is None and pending and stop is None:
+                cand = pending.popleft()
+                evaluating = (cand, _spawn(self.evaluate, cand.as_candidate()), time.monotonic())
+            in_pipeline = len(calls) + len(pending) + (evaluating is not None)
+            while (stop is None and not exhausted and len(calls) < self.s.concurrency
+                   and len(pending) < max(1, self.s.concurrency)
+                   and self.store.count_done() + in_pipeline < self.s.budget):
+                plan = self._plan()
+                self._proposals += 1
+                if plan is None:
+                    exhausted = True
+                    break
+                if plan.model is None:  # a tuner move: instant, no thread
+                    cid = self._record_proposal(self.proposer.execute(plan))
+                    if cid is not None and (c := self.store.candidate(cid)) and c.status == "pending":
+                        pending.append(c)
+                else:
+                    calls[_spawn(self.proposer.execute, plan)] = plan
+                in_pipeline += 1
+            self._controller_s += time.thread_time() - t0
+            if evaluating is None and pending and stop is None:
+                continue
+            if evaluating is None and not calls:
+                if stop is None:
+                    stop = ("the tuner tried every neighbour of every elite" if self.proposer.offline
+                            else "no more proposals could be made")
+                break
+            waitables: set[Future[Any]] = set(calls)
+            if evaluating is not None:
+                waitables.add(evaluating[1])
+            done, _ = wait(waitables, timeout=1.0, return_when=FIRST_COMPLETED)
+            t0 = time.thread_time()
+            for fut in [f for f in calls if f in done]:
+                del calls[fut]
+                prop = fut.result()
+                if prop.fatal:
+                    stop = stop or f"model error: {prop.fatal}"
+                failed_calls = failed_calls + 1 if prop.call and prop.call.error else 0
+                if failed_calls >= MAX_FAILED_CALLS:
+                    stop = stop or f"{failed_calls} model calls in a row failed; last: {prop.call.error}"
+                cid = self._record_proposal(prop)
+                if cid is not None:
+                    c = self.store.candidate(cid)
+                    assert c is not None
+                    if c.status == "pending":
+                        pending.append(c)
                     else:
-                        calls[llm_pool.submit(self.proposer.execute, plan)] = plan
-                    in_pipeline += 1
-                if evaluating is None and pending and stop is None:
-                    continue
-                self._controller_s += time.monotonic() - t0
-                if evaluating is None and not calls:
-                    if stop is None:
-                        stop = ("the tuner tried every neighbour of every elite" if self.proposer.offline
-                                else "no more proposals could be made")
-                    break
-                waitables: set[Future[Any]] = set(calls)
-                if evaluating is not None:
-                    waitables.add(evaluating[1])
-                done, _ = wait(waitables, timeout=1.0, return_when=FIRST_COMPLETED)
-                t0 = time.monotonic()
-                for fut in [f for f in calls if f in done]:
-                    del calls[fut]
-                    prop = fut.result()
-                    if prop.fatal:
-                        stop = stop or f"model error: {prop.fatal}"
-                    failed_calls = failed_calls + 1 if prop.call and prop.call.error else 0
-                    if failed_calls >= MAX_FAILED_CALLS:
-                        stop = stop or f"{failed_calls} model calls in a row failed; last: {prop.call.error}"
-                    cid = self._record_proposal(prop)
-                    if cid is not None:
-                        c = self.store.candidate(cid)
-                        assert c is not None
-                        if c.status == "pending":
-                            pending.append(c)
-                        else:
-                            self._event(cid)
-                if evaluating is not None and evaluating[1] in done:
-                    cand, fut, t_start = evaluating
-                    busy_s += time.monotonic() - t_start
-                    evaluating = None
-                    try:
-                        ev = fut.result()
-                    except Exception as e:  # the evaluator itself failed: record, never lose the run
-                        ev = Evaluation(cand.as_candidate().name, Verdict.CRASH, f"evaluator error: {e}", "")
-                    self._record_evaluation(cand, ev)
-                    self._event(cand.id)
-                self._controller_s += time.monotonic() - t0
-                if stop is not None and evaluating is None:
-                    self._drain(calls)
-                    break
-        finally:
-            llm_pool.shutdown(wait=False, cancel_futures=True)
-            eval_pool.shutdown(wait=False, cancel_futures=True)
+                        self._event(cid)
+            if evaluating is not None and evaluating[1] in done:
+                cand, fut, t_start = evaluating
+                busy_s += time.monotonic() - t_start
+                evaluating = None
+                try:
+                    ev = fut.result()
+                except Exception as e:  # the evaluator itself failed: record, never lose the run
+                    ev = Evaluation(cand.as_candidate().name, Verdict.CRASH, f"evaluator error: {e}", "")
+                self._record_evaluation(cand, ev)
+                self._event(cand.id)
+            self._controller_s += time.thread_time() - t0
+            if stop is not None and evaluating is None:
+                self._drain(calls)
+                break
         elapsed = time.monotonic() - start
         best = self.archive.best
         return Summary(

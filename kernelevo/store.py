@@ -245,6 +245,13 @@ class Store:
         row = self._db.execute("SELECT * FROM candidates WHERE id = ?", (cid,)).fetchone()
         return None if row is None else _stored(row)
 
+    def seed(self) -> StoredCandidate | None:
+        row = self._db.execute("SELECT * FROM candidates WHERE origin = 'seed' ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else _stored(row)
+
+    def has_candidates(self) -> bool:
+        return self._db.execute("SELECT 1 FROM candidates LIMIT 1").fetchone() is not None
+
     def find_digest(self, digest: str) -> int | None:
         row = self._db.execute("SELECT id FROM candidates WHERE digest = ? ORDER BY id LIMIT 1", (digest,)).fetchone()
         return None if row is None else int(row["id"])

@@ -259,3 +259,51 @@ def test_bad_optimize_options_are_one_line(tmp_path: Path, flag: str) -> None:
                   "--db", str(tmp_path / "r.db"), flag)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 2 and err.strip().count("\n") == 0, err
+
+
+def test_sample_strategy_always_starts_from_the_seed(tmp_path: Path) -> None:
+    def script(body: dict, i: int) -> str:
+        return "OK" if body.get("max_tokens") == 1 else fenced(variant(i))
+
+    with ScriptedServer(script) as srv:
+        run_search(settings(srv.url, tmp_path, budget=5, concurrency=2, strategy="sample", strong_share=0.25),
+                   tmp_path / "run.db", seed=variant(0))
+        prompts = srv.prompts()
+    with Store(tmp_path / "run.db") as store:
+        cands = store.candidates()
+    assert cands[0].origin == "seed"
+    assert all(c.parent_id == cands[0].id and c.prompt_kind == "sample" for c in cands[1:])
+    assert len(prompts) >= 4 and all("# Seed kernel" in p and "# Inspiration" not in p for p in prompts[2:])
+
+
+def test_edit_replies_apply_to_the_parent_or_fail_with_a_reason(tmp_path: Path) -> None:
+    good_edit = ("<<<<<<< SEARCH\n    row = tl.program_id(0)\n=======\n    row = tl.program_id(0)  # edited\n"
+                 ">>>>>>> REPLACE\n")
+    bad_edit = "<<<<<<< SEARCH\n    this line is not in the parent\n=======\n    x = 1\n>>>>>>> REPLACE\n"
+    served: list[int] = []
+
+    def script(body: dict, i: int) -> str:
+        if body.get("max_tokens") == 1:
+            return "OK"
+        served.append(i)
+        return [bad_edit, good_edit][len(served) - 1] if len(served) <= 2 else fenced(variant(i))
+
+    s = settings("", tmp_path, budget=3, concurrency=1, strong_share=0.0, fix_share=0.0)
+    with ScriptedServer(script) as srv:
+        run_search(s.updated({"llm": {"api_base": srv.url}}), tmp_path / "run.db", seed=GOOD)
+    with Store(tmp_path / "run.db") as store:
+        seed, bad, good = store.candidates()[:3]
+    assert bad.verdict == "rejected" and "edit 1" in bad.reason and bad.parent_id == seed.id
+    assert good.verdict == "correct" and "# edited" in good.source and good.parent_id == seed.id
+
+
+def test_max_time_stops_the_run_cleanly(tmp_path: Path) -> None:
+    prob = load_problem(ROOT / "kernels" / "gelu" / "problem.py")
+    seed = (ROOT / "kernels" / "gelu" / "seed.py").read_text()
+    s = Settings().updated({"search": {"budget": 1000, "max_time_s": 3.0}})
+    with open_run(prob, "cpu", s, tmp_path / "run.db", seed, "seed.py") as run:
+        summary = run.search()
+    assert summary.stop_reason.startswith("time limit") and 1 <= summary.evaluated < 1000
+    assert summary.elapsed_s < 3.0 + 30  # stops after the evaluation in flight, not at the budget
+    with Store(tmp_path / "run.db") as store:
+        assert store.candidates("pending") == [] or all(c.origin == "tuner" for c in store.candidates("pending"))
