@@ -135,7 +135,8 @@ def run_report(store: Any) -> dict[str, Any]:
     best = max(correct, key=lambda d: d["speedup"]) if correct else None
     return {
         "problem": meta.get("problem"), "problem_path": meta.get("problem_path"), "device": meta.get("device"),
-        "overrides": meta.get("overrides", {}), "best": best, "cells": len((store.state("archive") or {}).get("cells", {})),
+        "overrides": meta.get("overrides", {}), "best": best,
+        "cells": len((store.state("archive") or {}).get("cells", {})),
         "verdicts": store.verdict_counts(), "evaluated": store.count_done(),
         "pending": sum(1 for d in out if d["status"] == "pending"), "candidates": out, "llm": store.llm_usage(),
     }
