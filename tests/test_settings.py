@@ -41,3 +41,17 @@ def test_bad_settings(tmp_path: Path, text: str, needle: str) -> None:
     with pytest.raises(SettingsError) as info:
         Settings.load(cfg)
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_search_llm_and_prices_tables(tmp_path: Path) -> None:
+    cfg = tmp_path / "k.toml"
+    cfg.write_text('[search]\nbudget = 12\nstrong_share = 0.2\n[llm]\nmodel = "openai/q"\n'
+                   '[prices."openai/q"]\ninput_per_mtok = 1\noutput_per_mtok = 2.5\n')
+    s = Settings.load(cfg)
+    assert (s.search.budget, s.search.strong_share, s.llm.model) == (12, 0.2, "openai/q")
+    assert (s.prices["openai/q"].input_per_mtok, s.prices["openai/q"].output_per_mtok) == (1.0, 2.5)
+    # Command-line options override the file; None means "not given".
+    s2 = s.with_options("search", budget=3, max_cost_usd=None)
+    assert s2.search.budget == 3 and s2.search.strong_share == 0.2
+    with pytest.raises(SettingsError, match=r'prices\."openai/q"\.input_per_mtok must be float'):
+        s.updated({"prices": {"openai/q": {"input_per_mtok": "cheap"}}})
