@@ -35,6 +35,9 @@ class EvalSettings:
     gpu_reps: int = 100
     gpu_max_time_s: float = 2.0  # per size and side; reps stop early past this
     keep_jobs: bool = False  # keep each candidate's job folder (logs, inputs) for debugging
+    compile_baseline: bool = False  # also time the reference under torch.compile; report speedup against both
+    cuda_graph: bool = False  # time GPU candidates as CUDA-graph replays (kernels of a few µs)
+    sol_slack: float = 0.9  # faster than this fraction of the speed of light is a measurement error or a hack
 
 
 @dataclass(frozen=True)

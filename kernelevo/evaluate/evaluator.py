@@ -22,6 +22,7 @@ import torch
 from kernelevo.candidate import Candidate
 from kernelevo.evaluate import sandbox
 from kernelevo.evaluate.compare import Tolerance, compare_outputs, compare_tensor
+from kernelevo.evaluate.gpu_report import profile_of, with_roofline
 from kernelevo.evaluate.static import check_source
 from kernelevo.evaluate.timing import summarize
 from kernelevo.evaluate.verdict import Evaluation, SizeResult, Verdict, geomean_speedup
@@ -66,6 +67,14 @@ def _is_fp32_problem(ref: Reference) -> bool:
     return bool(dtypes) and dtypes <= {torch.float32, torch.float64}
 
 
+def _compute_dtype(ref: Reference) -> str:
+    """The lowest floating precision among inputs and outputs: it picks the FLOP/s ceiling."""
+    order = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    seen = {t.dtype for c in ref.cases for t in (*c.timing.inputs, *c.timing.expected)
+            if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    return str(next((d for d in order if d in seen), torch.float32)).removeprefix("torch.")
+
+
 def _job_bytes(ref: Reference) -> int:
     tensors = [t for c in ref.cases for d in (*c.draws, c.timing) for t in d.inputs if isinstance(t, torch.Tensor)]
     tensors += [t for c in ref.cases for t in c.state_dict.values()]
@@ -98,9 +107,14 @@ class Evaluator:
             self.close()
             raise
         self.fp32 = _is_fp32_problem(self.reference)
+        self.dtype = _compute_dtype(self.reference)
         self._l2_bytes = 0
+        self.calibration = None
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
+            from kernelevo.profile.calibrate import ensure
+
+            self.calibration = ensure()  # measured once per GPU type, then read from profiling/
         # The job (inputs and weights for every size) is written once and shared by all
         # candidates; it is re-hashed before each one so no candidate can alter the next's inputs.
         self._dir = Path(tempfile.mkdtemp(prefix="kernelevo-eval-", dir=_scratch(_job_bytes(self.reference))))
@@ -158,6 +172,7 @@ class Evaluator:
             "timing": {
                 "cpu_warmup": s.cpu_warmup, "cpu_reps": s.cpu_reps, "gpu_warmup": s.gpu_warmup,
                 "gpu_reps": s.gpu_reps, "gpu_max_time_s": s.gpu_max_time_s, "l2_bytes": self._l2_bytes,
+                "compile_baseline": s.compile_baseline, "cuda_graph": s.cuda_graph,
             },
             "cases": [
                 {
@@ -215,8 +230,15 @@ class Evaluator:
                 else:
                     verdict, reason, sizes = self._judge_timing(result, sizes)
                     timing = "cuda-events" if self.device == "cuda" else "cpu-interpreter"
-                    speedup = geomean_speedup(sizes) if verdict is Verdict.CORRECT else None
-                    return done(verdict, reason, sizes=sizes, torch_ops=ops, timing=timing, speedup=speedup)
+                    ok = verdict is Verdict.CORRECT
+                    profile, text = None, None
+                    if ok and self.device == "cuda":
+                        profile, text = profile_of(result, sizes, self.calibration, self.dtype,
+                                                   self.settings.allow_tf32)
+                    return done(verdict, reason, sizes=sizes, torch_ops=ops, timing=timing,
+                                speedup=geomean_speedup(sizes) if ok else None,
+                                speedup_compiled=geomean_speedup(sizes, "compiled_ms") if ok else None,
+                                profile=profile, profile_text=text)
             raise AssertionError("unreachable")
         finally:
             if status is None:
@@ -289,6 +311,15 @@ class Evaluator:
                             f"({c.reason}); results must not be cached across calls", tuple(sizes))
             med, spread = summarize(cand["ms"])
             ref_med, _ = summarize(base["ms"])
-            sizes.append(SizeResult(prev.size, prev.max_abs_err, prev.max_rel_err, round(med, 6),
-                                    round(spread, 4), round(ref_med, 6), prev.launches))
+            compiled = got.get("compiled", {})
+            comp_med = round(summarize(compiled["ms"])[0], 6) if compiled.get("ms") else None
+            nvml = [e.get("nvml") for e in (cand, base) if e.get("nvml")]
+            throttled = any(n.get("throttled") for n in nvml) if nvml else None
+            size = SizeResult(prev.size, prev.max_abs_err, prev.max_rel_err, round(med, 6), round(spread, 4),
+                              round(ref_med, 6), prev.launches, comp_med, throttled=throttled)
+            size, impossible = with_roofline(size, case.flops, case.min_bytes, self.calibration, self.settings,
+                                             self.dtype)
+            if impossible:
+                return Verdict.REJECTED, f"size {p.label(case.size)}: {impossible}", tuple(sizes)
+            sizes.append(size)
         return Verdict.CORRECT, "", tuple(sizes)

@@ -63,13 +63,25 @@ class Guard:
         return None
 
 
-def install_launch_counter(candidate_file: str) -> Callable[[], int]:
+class LaunchCounter:
+    """Completed launches of the candidate's own kernels; ``kernels`` are the JIT functions seen
+    (their compile caches hold registers, spills and shared memory for the profile)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.kernels: dict[str, Any] = {}
+
+    def __call__(self) -> int:
+        return self.n
+
+
+def install_launch_counter(candidate_file: str) -> LaunchCounter:
     """Count completed launches of Triton kernels defined in ``candidate_file``.
 
     A launch that raises is not counted, so a ``try: kernel[grid](...) except: torch_op()``
     fallback shows zero launches. Launches of library kernels (e.g. Inductor's) do not count.
     """
-    count = [0]
+    counter = LaunchCounter()
 
     def owns(jit_fn: Any) -> bool:
         fn = getattr(jit_fn, "fn", None)
@@ -80,7 +92,8 @@ def install_launch_counter(candidate_file: str) -> Callable[[], int]:
         def run(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> Any:
             result = original(self, *args, grid=grid, warmup=warmup, **kwargs)
             if not warmup and owns(self):
-                count[0] += 1
+                counter.n += 1
+                counter.kernels.setdefault(getattr(self.fn, "__name__", "kernel"), self)
             return result
 
         return run
@@ -94,7 +107,7 @@ def install_launch_counter(candidate_file: str) -> Callable[[], int]:
         pass
     else:
         InterpretedFunction.run = wrap(InterpretedFunction.run)  # type: ignore[method-assign]
-    return lambda: count[0]
+    return counter
 
 
 def aliases(outputs: list[torch.Tensor], inputs: list[Any]) -> bool:

@@ -27,6 +27,11 @@ class SizeResult:
     latency_spread: float | None = None  # (p75 - p25) / median
     reference_ms: float | None = None
     launches: int | None = None  # own kernel launches per forward
+    compiled_ms: float | None = None  # the reference under torch.compile (--compile-baseline)
+    gbps: float | None = None  # achieved: minimum bytes / latency
+    tflops: float | None = None  # achieved: FLOPs / latency
+    roofline: float | None = None  # fraction of this GPU's calibrated ceiling (the nearer one)
+    throttled: bool | None = None  # NVML reported thermal or power throttling during the measurement
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class Evaluation:
     speedup: float | None = None  # geometric mean over sizes of reference_ms / latency_ms
     error: str | None = None  # traceback excerpt for runtime and compile errors
     torch_ops: tuple[str, ...] = ()  # PyTorch compute ops the forward still calls
+    speedup_compiled: float | None = None  # geometric mean against the torch.compile'd reference
+    profile: dict[str, Any] | None = None  # raw profile values: kernels' compile metadata, NVML, ceilings
+    profile_text: str | None = None  # the same, rendered for a prompt
     elapsed_s: float = 0.0
     log: str = field(default="", repr=False)  # the tail of the worker's stdout/stderr
 
@@ -63,7 +71,8 @@ class Evaluation:
             candidate=d["candidate"], verdict=Verdict(d["verdict"]), reason=d.get("reason", ""),
             device=d.get("device", ""), timing=d.get("timing"), sizes=sizes, speedup=d.get("speedup"),
             error=d.get("error"), torch_ops=tuple(d.get("torch_ops", ())), elapsed_s=d.get("elapsed_s", 0.0),
-            log=d.get("log", ""),
+            speedup_compiled=d.get("speedup_compiled"), profile=d.get("profile"),
+            profile_text=d.get("profile_text"), log=d.get("log", ""),
         )
 
 
@@ -72,11 +81,12 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def geomean_speedup(sizes: tuple[SizeResult, ...]) -> float | None:
+def geomean_speedup(sizes: tuple[SizeResult, ...], baseline: str = "reference_ms") -> float | None:
+    """Geometric mean over sizes of baseline / latency; None unless every size has both."""
     ratios = [
-        s.reference_ms / s.latency_ms
+        getattr(s, baseline) / s.latency_ms
         for s in sizes
-        if s.latency_ms and s.reference_ms and s.latency_ms > 0 and s.reference_ms > 0
+        if s.latency_ms and getattr(s, baseline) and s.latency_ms > 0 and getattr(s, baseline) > 0
     ]
     if not ratios or len(ratios) != len(sizes):
         return None

@@ -172,8 +172,8 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
     results = []
     for case in job["cases"]:
         label = case["label"]
-        sides = {}
-        for side in ("candidate", "reference"):
+        sides: dict[str, Any] = {}
+        for side in ("candidate", "reference", "compiled") if t.get("compile_baseline") else ("candidate", "reference"):
             _progress(job_dir, f"size {label}: timing {side}")
             if side == "candidate":
                 model = cls(*case["init_inputs"])
@@ -181,6 +181,8 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
                 model = problem.namespace(case["size"]).Model(*case["init_inputs"])
             model = model.to(device)
             model.load_state_dict(case["state_dict"])
+            if side == "compiled":
+                model = _compiled(model)
             inputs = RotatingInputs(to_device(list(case["timing_draw"]), device))
             before, guard = count(), hooks.Guard()
 
@@ -190,21 +192,56 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
 
             try:
                 if device == "cuda":
-                    s = time_cuda(fn, inputs, t["gpu_warmup"], t["gpu_reps"], t["gpu_max_time_s"], t["l2_bytes"])
+                    s = time_cuda(fn, inputs, t["gpu_warmup"], t["gpu_reps"], t["gpu_max_time_s"], t["l2_bytes"],
+                                  graph=bool(t.get("cuda_graph")) and side != "compiled")
                 else:
                     s = time_cpu(fn, inputs, t["cpu_warmup"], t["cpu_reps"])
             except Exception as e:
+                if side == "compiled":  # the baseline failing to compile is not the candidate's fault
+                    sides[side] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+                    continue
                 kind, reason, tb = _describe(e, cand)
                 raise Failure(kind, f"size {label}, timing {side}: {reason}", tb) from e
             problem_text = guard.violation()
-            if problem_text:
+            if problem_text and side != "compiled":  # Inductor's own compile threads are not the candidate's
                 raise Failure("rejected", f"size {label}, timing: {problem_text}")
-            entry = {"ms": list(s.ms), "launches": count() - before}
+            entry: dict[str, Any] = {"ms": list(s.ms), "launches": count() - before, "graph": s.graph}
+            if device == "cuda":
+                entry["nvml"] = _nvml()
             if side == "candidate":
                 entry["last_output"] = _outputs(s.last_output, inputs.bufs, device, f"size {label}, timing")
+                if device == "cuda":
+                    entry["kernels"] = _kernel_meta(count)
             sides[side] = entry
         results.append(sides)
     return {"cases": results}
+
+
+def _compiled(model: torch.nn.Module) -> Any:
+    """The reference under torch.compile (the baseline users would otherwise reach for)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = 1  # no compile worker pool inside a worker we may kill
+    return torch.compile(model)
+
+
+def _nvml() -> dict[str, Any] | None:
+    """Clocks, temperature, power and throttle reasons right after a measurement."""
+    from dataclasses import asdict
+
+    from kernelevo.profile.gpu import nvml_sample
+
+    sample = nvml_sample(torch.cuda.current_device())
+    return None if sample is None else asdict(sample)
+
+
+def _kernel_meta(count: Any) -> list[dict[str, Any]]:
+    """Registers, spills, shared memory, warps and stages of the candidate's compiled kernels."""
+    from dataclasses import asdict
+
+    from kernelevo.profile.triton_meta import compiled_kernels
+
+    return [asdict(m) for jit in getattr(count, "kernels", {}).values() for m in compiled_kernels(jit)]
 
 
 def run_job(job_dir: Path, job_file: Path, secret: bytes) -> int:
