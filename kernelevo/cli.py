@@ -59,6 +59,10 @@ def check(
     seed: Annotated[int | None, typer.Option(help="seed for weights and inputs")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     keep_jobs: Annotated[bool, typer.Option("--keep-jobs", help="keep each worker's folder")] = False,
+    compile_baseline: Annotated[
+        bool, typer.Option("--compile-baseline", help="also time the reference under torch.compile")
+    ] = False,
+    cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="time as CUDA-graph replays (tiny kernels)")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
     """Judge candidate kernels against a problem's reference: correctness on every size, then timing."""
@@ -71,7 +75,9 @@ def check(
         _fail(str(e), debug)
     debug = debug or settings.debug
     ev_settings = settings.eval
-    changes = {"allow_tf32": allow_tf32 or ev_settings.allow_tf32, "keep_jobs": keep_jobs or ev_settings.keep_jobs}
+    changes = {"allow_tf32": allow_tf32 or ev_settings.allow_tf32, "keep_jobs": keep_jobs or ev_settings.keep_jobs,
+               "compile_baseline": compile_baseline or ev_settings.compile_baseline,
+               "cuda_graph": cuda_graph or ev_settings.cuda_graph}
     if timeout is not None:
         if timeout <= 0:
             _fail(f"--timeout must be positive, got {timeout:g}", debug)
@@ -128,6 +134,9 @@ def optimize(
     strategy: Annotated[str | None, typer.Option(help="archive (quality-diversity) or sample (baseline)")] = None,
     concurrency: Annotated[int | None, typer.Option(help="model calls in flight")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds per candidate evaluation")] = None,
+    compile_baseline: Annotated[
+        bool, typer.Option("--compile-baseline", help="also time the reference under torch.compile")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
     """Search for a faster kernel: models (or the offline tuner) propose, the evaluator judges, the archive keeps."""
@@ -139,7 +148,7 @@ def optimize(
         settings = settings.with_options("llm", model=model, strong_model=strong_model, api_base=api_base)
         settings = settings.with_options("search", budget=budget, max_cost_usd=max_cost, max_time_s=max_time,
                                          strategy=strategy, concurrency=concurrency)
-        settings = settings.with_options("eval", timeout_s=timeout)
+        settings = settings.with_options("eval", timeout_s=timeout, compile_baseline=compile_baseline or None)
     except SettingsError as e:
         _fail(str(e), debug)
     debug = debug or settings.debug
@@ -204,6 +213,28 @@ def show(
         typer.echo(json.dumps(report, default=str))
     else:
         print_run(report)
+
+
+@app.command()
+def calibrate(
+    root: Annotated[Path, typer.Option(help="folder for the calibration file")] = Path("profiling"),
+    force: Annotated[bool, typer.Option("--force", help="measure again even if a calibration exists")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Measure this GPU's copy bandwidth and matrix FLOP/s; write profiling/<gpu-key>.json."""
+    if _default_device() != "cuda":
+        _fail("calibrate needs a CUDA GPU; none is visible to PyTorch", debug)
+    import json
+
+    from kernelevo.profile.calibrate import calibration_path, load, measure, save
+    from kernelevo.profile.gpu import gpu_fingerprint
+
+    key = gpu_fingerprint().key
+    cal = None if force else load(key, root)
+    if cal is None:
+        cal = measure()
+        save(cal, root)
+    typer.echo(json.dumps({"path": str(calibration_path(key, root)), **cal.to_json()}, indent=1))
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
         head = f"[bold]{ev.candidate}[/bold]: [{style}]{ev.verdict.value}[/{style}]"
         if ev.speedup is not None:
             head += f"  speedup {ev.speedup:.3g}x ({ev.timing})"
+        if ev.speedup_compiled is not None:
+            head += f", {ev.speedup_compiled:.3g}x vs torch.compile"
         console.print(head + (f"  [dim]{problem}[/dim]" if problem else ""))
         if ev.reason:
             console.print(f"  {ev.reason}", markup=False, highlight=False)
@@ -59,6 +61,10 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
                     "-" if s.launches is None else str(s.launches),
                 )
             console.print(table)
+        if ev.profile_text:
+            console.print("  " + ev.profile_text.replace("\n", "\n  "), markup=False, highlight=False)
+        if ev.sizes and any(s.throttled for s in ev.sizes):
+            console.print("  [red]the GPU reported thermal or power throttling during timing[/red]")
         if ev.timing == "cpu-interpreter":
             console.print("  [dim]timed in Triton's interpreter on the CPU: not comparable with GPU timings[/dim]")
         if ev.error and ev.verdict in (Verdict.RUNTIME_ERROR, Verdict.COMPILE_ERROR, Verdict.CRASH):

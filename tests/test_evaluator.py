@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from kernelevo.candidate import Candidate
@@ -171,3 +172,13 @@ def test_a_candidate_cannot_alter_the_next_candidates_inputs(evaluators) -> None
         ev.static_checks = True
     result = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
     assert result.verdict is Verdict.CORRECT, result.reason
+
+
+def test_compile_baseline_times_the_compiled_reference_too(evaluators) -> None:
+    """--compile-baseline: the reference is also timed under torch.compile, in the same worker."""
+    ev = evaluators("softmax_small", compile_baseline=True)
+    r = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
+    assert r.verdict.value == "correct", r.reason
+    assert all(s.compiled_ms and s.compiled_ms > 0 for s in r.sizes)
+    expected = (r.sizes[0].compiled_ms / r.sizes[0].latency_ms * r.sizes[1].compiled_ms / r.sizes[1].latency_ms) ** 0.5
+    assert r.speedup_compiled == pytest.approx(expected)

@@ -77,6 +77,8 @@ def render_evaluation(ev: Evaluation | None, error_lines: int = 12) -> str:
     if ev.speedup is not None:
         lines.append(f"Speedup (geometric mean over sizes, vs PyTorch eager): {ev.speedup:.3f}x"
                      + (" [interpreter timings]" if ev.timing == "cpu-interpreter" else ""))
+    if ev.speedup_compiled is not None:
+        lines.append(f"Speedup vs torch.compile: {ev.speedup_compiled:.3f}x")
     for s in ev.sizes:
         size = ", ".join(f"{k}={v}" for k, v in s.size.items()) or "default"
         parts = [f"size {size}:"]
@@ -93,6 +95,8 @@ def render_evaluation(ev: Evaluation | None, error_lines: int = 12) -> str:
         lines.append("  " + " ".join(parts))
     if ev.torch_ops:
         lines.append("PyTorch ops still called: " + ", ".join(ev.torch_ops))
+    if ev.profile_text:
+        lines.append("Profile:\n" + ev.profile_text)
     if ev.error:
         tail = ev.error.strip().splitlines()[-error_lines:]
         lines.append("Error (last lines):\n" + "\n".join("  " + t for t in tail))
