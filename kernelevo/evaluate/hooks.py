@@ -7,9 +7,11 @@ the controller, out of the candidate's reach.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -73,6 +75,43 @@ class LaunchCounter:
 
     def __call__(self) -> int:
         return self.n
+
+    def watch(self) -> contextlib.AbstractContextManager[None]:
+        """Around a call whose launches must be seen; Triton launches are counted anyway."""
+        return contextlib.nullcontext()
+
+
+_GLOBAL_FN = re.compile(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(\w+)")
+
+
+def cuda_kernel_names(source: str) -> set[str]:
+    """Names of the ``__global__`` functions a candidate's CUDA sources define."""
+    return set(_GLOBAL_FN.findall(source))
+
+
+class ProfiledLaunchCounter(LaunchCounter):
+    """For CUDA C++ candidates (CuPy RawKernel/RawModule, load_inline), whose launches no Python
+    hook sees: kernels recorded by the CUDA profiler (CUPTI sees every stream) during a watched
+    call whose names the candidate's source defines. Watching costs time, so timed calls are not
+    watched; a cached answer is caught by the timed output check instead."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            yield
+            _ORIGINALS["torch.cuda.synchronize"]()
+        for e in prof.events():
+            # load_inline kernels are C++-mangled: the plain name appears inside the symbol.
+            if e.device_type == DeviceType.CUDA and any(n in e.name for n in self.names):
+                self.n += 1
+                self.kernels.setdefault(e.name, None)
 
 
 def install_launch_counter(candidate_file: str) -> LaunchCounter:

@@ -12,6 +12,7 @@ import hmac
 import importlib.util
 import io
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from kernelevo.candidate import detect_language
 from kernelevo.evaluate import hooks
 from kernelevo.evaluate.timing import RotatingInputs, time_cpu, time_cuda
 from kernelevo.problem import flatten_outputs, load_problem
@@ -70,10 +72,16 @@ def _describe(e: BaseException, candidate_file: str) -> tuple[str, str, str]:
         pass
     if isinstance(e, (SyntaxError, ImportError)):
         kind = "compile_error"
+    msg = str(e).strip().splitlines()
+    # NVRTC (CuPy) and nvcc (load_inline) report pages of text; the lines saying "error" are the ones
+    # a model can act on.
+    if type(e).__name__ == "CompileException" or "Error building extension" in str(e):
+        kind = "compile_error"
+        errors = [ln.strip() for ln in msg if re.search(r"\berror\b", ln, re.IGNORECASE)]
+        msg = ["; ".join(errors[:3]) or (msg[0] if msg else "")]
     frames = traceback.extract_tb(e.__traceback__)
     mine = [f for f in frames if f.filename == candidate_file]
     where = f" (candidate line {mine[-1].lineno}: {(mine[-1].line or '').strip()})" if mine else ""
-    msg = str(e).strip().splitlines()
     reason = f"{type(e).__name__}: {msg[0][:300] if msg else ''}{where}"
     tb_lines = "".join(traceback.format_exception(e)).splitlines()
     return kind, reason, "\n".join(tb_lines[-25:])
@@ -145,7 +153,8 @@ def _check(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path)
             _progress(job_dir, f"{what}: forward")
             args = to_device(list(inputs), device)
             guard, before = hooks.Guard(), count()
-            out = _call(model, args, cand, what)
+            with count.watch():
+                out = _call(model, args, cand, what)
             _sync(device)
             outputs = _outputs(out, args, device, what)
             problem = guard.violation()
@@ -184,11 +193,15 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
             if side == "compiled":
                 model = _compiled(model)
             inputs = RotatingInputs(to_device(list(case["timing_draw"]), device))
-            before, guard = count(), hooks.Guard()
 
             def fn(*args: Any, model: Any = model) -> Any:
                 with torch.no_grad():
                     return model(*args)
+
+            before, guard = count(), hooks.Guard()
+            if side == "candidate" and isinstance(count, hooks.ProfiledLaunchCounter):
+                with count.watch():  # one watched, untimed call: the profiler would distort timings
+                    _call(fn, inputs.fill(0), cand, f"size {label}, timing")
 
             try:
                 if device == "cuda":
@@ -215,6 +228,11 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
             sides[side] = entry
         results.append(sides)
     return {"cases": results}
+
+
+def _raw_kernel_names(source: str) -> set[str]:
+    """Names given to CuPy ``RawKernel(code, "name")`` / ``get_function("name")``."""
+    return set(re.findall(r"(?:RawKernel\([^,]+,\s*|get_function\(\s*)[\"'](\w+)[\"']", source))
 
 
 def _compiled(model: torch.nn.Module) -> Any:
@@ -251,6 +269,9 @@ def run_job(job_dir: Path, job_file: Path, secret: bytes) -> int:
     job = torch.load(job_file, weights_only=False)  # written by the controller, checked before the fork
     cand = str(job_dir / CANDIDATE_FILE)
     count = hooks.install_launch_counter(cand)
+    source = Path(cand).read_text()
+    if job["device"] == "cuda" and detect_language(source) == "cuda":
+        count = hooks.ProfiledLaunchCounter(hooks.cuda_kernel_names(source) | _raw_kernel_names(source))
     phase = "check"
     try:
         with fp32_precision(job["allow_tf32"]):
