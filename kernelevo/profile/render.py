@@ -58,7 +58,8 @@ def _kernel_line(k: KernelMeta, times: int) -> str:
         kib = k.shared_bytes / 1024
         parts.append(f"{k.shared_bytes} B shared" if k.shared_bytes < 1024 else f"{kib:.3g} KiB shared")
     parts += [f"{v} {what}" for v, what in ((k.num_warps, "warps"), (k.num_stages, "stages")) if v is not None]
-    line = f"kernel {k.name}" + (f" (x{times} variants)" if times > 1 else "") + (": " + ", ".join(parts) if parts else "")
+    line = f"kernel {k.name}" + (f" (x{times} variants)" if times > 1 else "")
+    line += ": " + ", ".join(parts) if parts else ""
     return line + (" (spills: cut registers or tile size)" if k.spills else "")
 
 
