@@ -174,7 +174,7 @@ def summarize_launches(rows: list[dict]) -> list[NcuSummary]:
 
 
 def run_ncu(script: Path, workdir: Path, kernel_regex: str | None = None,
-            timeout_s: float = 300) -> list[NcuSummary] | str:
+            timeout_s: float = 300, env: dict[str, str] | None = None) -> list[NcuSummary] | str:
     """Profile the kernel launches of ``python script``; the summaries, or a one-line reason. Never raises."""
     try:
         ok, reason = ncu_available()
@@ -185,7 +185,7 @@ def run_ncu(script: Path, workdir: Path, kernel_regex: str | None = None,
         out_csv.unlink(missing_ok=True)
         cmd = ncu_command(script, out_csv, kernel_regex, ncu=find_ncu() or "ncu")
         p = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)  # its own group: a timeout ends ncu and the profiled python
+                             start_new_session=True, env=env)  # own group: a timeout ends ncu and the python
         try:
             console, _ = p.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,60 @@
+"""Nsight Compute on a finalist: a separate run of one candidate on one size, never mixed
+into timings (ncu locks clocks and flushes caches, so its durations explain, they do not rank)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kernelevo.evaluate.sandbox import worker_env
+from kernelevo.problem import Problem
+from kernelevo.profile.ncu import NcuSummary, run_ncu
+
+_SCRIPT = """\
+import importlib.util, json
+import torch
+from kernelevo.problem import load_problem
+
+args = json.loads(ARGS)
+problem = load_problem(args["problem"], args["overrides"], device="cuda")
+module = problem.namespace(args["size"])
+torch.manual_seed(0)
+reference = module.Model(*module.get_init_inputs()).cuda()
+spec = importlib.util.spec_from_file_location("candidate", args["candidate"])
+candidate = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(candidate)
+model = candidate.ModelNew(*module.get_init_inputs()).cuda()
+model.load_state_dict(reference.state_dict())
+inputs = [x.cuda() if isinstance(x, torch.Tensor) else x for x in module.get_inputs()]
+with torch.no_grad():
+    for _ in range(3):  # the first call compiles; ncu's --launch-count picks the launches after it
+        model(*inputs)
+torch.cuda.synchronize()
+"""
+
+
+def own_kernel_regex(source: str) -> str | None:
+    """A regex of the kernel names the candidate defines (Triton functions, CUDA __global__s)."""
+    names = set(re.findall(r"@triton\.jit[^\n]*\n(?:@[^\n]*\n)*def\s+(\w+)", source))
+    names |= set(re.findall(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(\w+)", source))
+    return "|".join(sorted(names)) or None
+
+
+def profile_finalist(problem: Problem, size: dict[str, Any], source: str, timeout_s: float = 300
+                     ) -> list[NcuSummary] | str:
+    """ncu summaries of the candidate's own kernels on ``size``, or a one-line reason."""
+    with tempfile.TemporaryDirectory(prefix="kernelevo-ncu-") as tmp:
+        d = Path(tmp)
+        (d / "candidate.py").write_text(source)
+        args = {"problem": str(problem.path.resolve()), "overrides": problem.overrides, "size": size,
+                "candidate": str(d / "candidate.py")}
+        script = d / "profile.py"
+        script.write_text(f"ARGS = {json.dumps(json.dumps(args))}\n" + _SCRIPT)
+        env = worker_env("cuda", allow_tf32=False)  # no keys or credentials, as in the evaluator's workers
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        return run_ncu(script, d, own_kernel_regex(source), timeout_s=timeout_s, env=env)
