@@ -91,11 +91,8 @@ def _copy_bandwidth(nbytes: int) -> float:
 
     src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").normal_()
     dst = torch.empty_like(src)
-    try:
-        ms = _best_ms(lambda: dst.copy_(src), warmup=3, reps=20)
-        return 2 * src.numel() * src.element_size() / (ms * 1e-3)  # each byte read once, written once
-    finally:
-        del src, dst
+    ms = _best_ms(lambda: dst.copy_(src), warmup=3, reps=20)
+    return 2 * src.numel() * src.element_size() / (ms * 1e-3)  # each byte read once, written once
 
 
 def _matmul_flops(dtype: Any, n: int, tf32: bool) -> float:
@@ -108,12 +105,9 @@ def _matmul_flops(dtype: Any, n: int, tf32: bool) -> float:
     a = torch.randn(n, n, device="cuda", dtype=dtype)
     b = torch.randn(n, n, device="cuda", dtype=dtype)
     c = torch.empty(n, n, device="cuda", dtype=dtype)
-    try:
-        with fp32_precision(tf32):  # pins the TF32 switches and restores them afterwards
-            ms = _best_ms(lambda: torch.mm(a, b, out=c), warmup=3, reps=10)
-        return 2 * n**3 / (ms * 1e-3)
-    finally:
-        del a, b, c
+    with fp32_precision(tf32):  # pins the TF32 switches and restores them afterwards
+        ms = _best_ms(lambda: torch.mm(a, b, out=c), warmup=3, reps=10)
+    return 2 * n**3 / (ms * 1e-3)
 
 
 def measure(device_index: int = 0) -> Calibration:
@@ -176,6 +170,7 @@ def save(cal: Calibration, root: Path | None = None) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(cal.to_json(), f, indent=1, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; calibrations are shared by every user of the GPU
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""GPU measurements judged on the CPU: roofline, the speed-of-light bound, CUDA kernel names,
+compiler-error trimming. The numbers are hand-computed; nothing here needs a GPU."""
+
+from __future__ import annotations
+
+from kernelevo.evaluate.gpu_report import profile_of, with_roofline
+from kernelevo.evaluate.hooks import cuda_kernel_names
+from kernelevo.evaluate.verdict import SizeResult
+from kernelevo.evaluate.worker import _describe, _raw_kernel_names
+from kernelevo.profile.calibrate import Calibration
+from kernelevo.settings import EvalSettings
+
+CAL = Calibration(key="fake-gpu", gpu={}, software={}, copy_bytes_per_s=4e12,
+                  flops_per_s={"fp32": 50e12, "tf32": 400e12, "bf16": 800e12, "fp16": 800e12}, measured="2026-11-23")
+
+
+def size(latency_ms: float) -> SizeResult:
+    return SizeResult({"n": 1}, 0.0, 0.0, latency_ms, 0.01, 1.0, 1)
+
+
+def test_roofline_fills_achieved_throughput_and_fraction() -> None:
+    # 4 GB moved in 2 ms = 2 TB/s = half the calibrated 4 TB/s; 1 GFLOP in 2 ms is far below 50 TFLOP/s.
+    s, bad = with_roofline(size(2.0), flops=1e9, min_bytes=4e9, calibration=CAL, settings=EvalSettings())
+    assert bad is None
+    assert s.gbps == 2000.0 and abs(s.roofline - 0.5) < 1e-9 and s.tflops == 0.5
+
+
+def test_faster_than_light_is_rejected_with_a_reason() -> None:
+    # 4 GB cannot move in 0.1 ms at 4 TB/s (that would be 40 TB/s).
+    _, bad = with_roofline(size(0.1), flops=1e9, min_bytes=4e9, calibration=CAL, settings=EvalSettings())
+    assert bad and "\n" not in bad
+    # TF32's ceiling applies only when the user allowed TF32: 1e12 FLOPs in 5 ms is 200 TFLOP/s.
+    _, bad_fp32 = with_roofline(size(5.0), 1e12, 1e6, CAL, EvalSettings(), "float32")
+    _, ok_tf32 = with_roofline(size(5.0), 1e12, 1e6, CAL, EvalSettings(allow_tf32=True), "float32")
+    assert bad_fp32 and ok_tf32 is None
+
+
+def test_without_calibration_nothing_is_judged() -> None:
+    s, bad = with_roofline(size(0.0001), 1e12, 1e12, None, EvalSettings())
+    assert bad is None and s.gbps is None and s.roofline is None
+
+
+def test_profile_collects_kernels_nvml_and_renders() -> None:
+    s, _ = with_roofline(size(2.0), 1e9, 4e9, CAL, EvalSettings())
+    kernel = {"name": "_softmax_kernel", "registers": 40, "spills": 0, "shared_bytes": 0, "num_warps": 8,
+              "num_stages": 3}
+    nvml = {"sm_clock_mhz": 1980, "max_sm_clock_mhz": 1980, "temperature_c": 60, "power_w": 400.0,
+            "throttle_reasons": ("hw_slowdown",), "throttled": True}
+    result = {"cases": [{"candidate": {"kernels": [kernel], "nvml": nvml}, "reference": {}}]}
+    profile, text = profile_of(result, (s,), CAL)
+    assert profile["kernels"] == [kernel] and profile["throttled"] is True
+    assert profile["sizes"][0]["bound"] == "memory" and abs(profile["sizes"][0]["bandwidth_fraction"] - 0.5) < 1e-9
+    assert "_softmax_kernel" in text and "40 registers" in text and "None" not in text
+
+
+def test_cuda_kernel_names_from_sources() -> None:
+    src = ('k = cp.RawKernel(r"""extern "C" __global__ void add_one(float* x) {}""", "add_one")\n'
+           'f = mod.get_function("scale2")\n'
+           'SRC = "__global__ __launch_bounds__(256) void fused(float* y) {}"\n')
+    assert cuda_kernel_names(src) == {"add_one", "fused"}
+    assert _raw_kernel_names(src) == {"add_one", "scale2"}
+
+
+def test_nvrtc_errors_are_trimmed_to_the_error_lines() -> None:
+    class CompileException(Exception):  # the shape of CuPy's: a long log, a few "error" lines
+        pass
+
+    log = "\n".join(["nvrtc compilation log:", *[f"note {i}" for i in range(40)],
+                     "kernel.cu(7): error: expected a \")\"", "1 error detected in the compilation"])
+    kind, reason, _ = _describe(CompileException(log), "candidate.py")
+    assert kind == "compile_error"
+    assert 'kernel.cu(7): error: expected a ")"' in reason and "note 3" not in reason and "\n" not in reason
