@@ -92,9 +92,12 @@ def ncu_available(probe: bool = True) -> tuple[bool, str]:
 
 
 def ncu_command(script: Path, out_csv: Path, kernel_regex: str | None, launch_count: int = 1,
-                ncu: str = "ncu") -> list[str]:
+                ncu: str = "ncu", clock_control: str = "base") -> list[str]:
+    """``clock_control="none"`` leaves the GPU at its own clocks: for comparing durations with event
+    timings; the default locks base clocks, which makes metrics repeatable but durations longer."""
     cmd = [ncu, "--csv", "--page", "details", "--print-units", "base", "--metrics", ",".join(METRICS),
-           "--target-processes", "all", "--launch-count", str(launch_count), "--log-file", str(out_csv)]
+           "--target-processes", "all", "--launch-count", str(launch_count), "--log-file", str(out_csv),
+           "--clock-control", clock_control]
     if kernel_regex:
         cmd += ["--kernel-name", f"regex:{kernel_regex}"]
     return [*cmd, sys.executable, str(script)]
@@ -174,7 +177,8 @@ def summarize_launches(rows: list[dict]) -> list[NcuSummary]:
 
 
 def run_ncu(script: Path, workdir: Path, kernel_regex: str | None = None,
-            timeout_s: float = 300, env: dict[str, str] | None = None) -> list[NcuSummary] | str:
+            timeout_s: float = 300, env: dict[str, str] | None = None,
+            clock_control: str = "base") -> list[NcuSummary] | str:
     """Profile the kernel launches of ``python script``; the summaries, or a one-line reason. Never raises."""
     try:
         ok, reason = ncu_available()
@@ -183,7 +187,7 @@ def run_ncu(script: Path, workdir: Path, kernel_regex: str | None = None,
         workdir.mkdir(parents=True, exist_ok=True)
         out_csv = workdir / "ncu.csv"
         out_csv.unlink(missing_ok=True)
-        cmd = ncu_command(script, out_csv, kernel_regex, ncu=find_ncu() or "ncu")
+        cmd = ncu_command(script, out_csv, kernel_regex, ncu=find_ncu() or "ncu", clock_control=clock_control)
         p = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True, env=env)  # own group: a timeout ends ncu and the python
         try:
