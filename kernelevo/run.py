@@ -81,11 +81,14 @@ class Run:
         s, ls = self.settings.search, self.settings.llm
         tuner = Tuner(self.seed_source or "", random.Random(s.seed + 1))
         proposer = Proposer(self.problem.source, self.device, self.llm, ls.model or None, ls.strong_model or None,
-                            tuner, ls.edit_threshold)
+                            tuner, ls.edit_threshold, calibration=self.evaluator.calibration)
         stats = [(float(c.flops), float(c.min_bytes)) for c in self.evaluator.reference.cases]
         with Progress(problem=self.problem.name) as progress:
+            cal, ceilings = self.evaluator.calibration, None
+            if cal is not None:
+                ceilings = (cal.copy_bytes_per_s, cal.peak_flops(self.evaluator.dtype, self.settings.eval.allow_tf32))
             search = Search(self.store, self.evaluator.evaluate, proposer, s, len(self.problem.sizes), stats,
-                            on_event=progress)
+                            on_event=progress, ceilings=ceilings)
             if self.seed_source is not None:
                 search.add_seed(self.seed_source, self.seed_name)
             return search.run()

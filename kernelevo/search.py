@@ -89,12 +89,14 @@ class Search:
         n_sizes: int,
         stats: list[tuple[float, float]] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        ceilings: tuple[float, float] | None = None,
     ):
         self.store = store
         self.evaluate = evaluate
         self.proposer = proposer
         self.s = settings
         self.stats = stats
+        self.ceilings = ceilings  # (bytes/s, FLOP/s) of this GPU's calibration: the roofline descriptor
         self.on_event = on_event or (lambda e: None)
         arch = store.state("archive")
         self.archive = Archive.from_dict(arch) if arch else Archive(n_sizes, settings.warmup, settings.bins)
@@ -196,7 +198,7 @@ class Search:
         if ev.ok and ev.speedup and ev.speedup > 0:
             speedups = tuple((s.reference_ms or 0.0) / s.latency_ms if s.latency_ms else 0.0 for s in ev.sizes)
             entry = Entry(cand.id, ev.speedup, speedups, code_descriptors(cand.source, cand.language),
-                          behaviour_descriptors(ev.sizes, self.stats))
+                          behaviour_descriptors(ev.sizes, self.stats, self.ceilings))
             res = self.archive.add(entry)
             cell = res.cell
             if res.new_best:

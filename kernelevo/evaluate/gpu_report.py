@@ -70,6 +70,7 @@ def profile_of(
         "kernels": list(kernels.values()),
         "nvml": nvml[-1] if nvml else None,
         "throttled": any(n.get("throttled") for n in nvml),
+        "gpu": None if calibration is None else calibration.gpu,
         "ceilings": None if calibration is None else {"key": calibration.key,
                                                       "copy_bytes_per_s": calibration.copy_bytes_per_s,
                                                       "flops_per_s": calibration.flops_per_s},

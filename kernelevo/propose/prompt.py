@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kernelevo.evaluate.verdict import Evaluation
 from kernelevo.propose.parse import EDIT_FORMAT_HELP
@@ -51,8 +52,8 @@ class Shown:
     note: str | None = None
 
 
-def device_facts(device: str) -> str:
-    """What the model should know about the machine timings come from."""
+def device_facts(device: str, calibration: Any = None) -> str:
+    """What the model should know about the machine timings come from, with its measured ceilings."""
     if device != "cuda":
         return ("Device: CPU, kernels run in Triton's interpreter. Timings rank candidates only and are not GPU "
                 "timings; optimise for a modern NVIDIA GPU (coalesced loads, tiles that fill the SMs, tl.dot for "
@@ -61,8 +62,13 @@ def device_facts(device: str) -> str:
 
     p = torch.cuda.get_device_properties(0)
     l2 = getattr(p, "L2_cache_size", 0)
-    return (f"Device: {p.name}, compute capability {p.major}.{p.minor}, {p.multi_processor_count} SMs, "
+    text = (f"Device: {p.name}, compute capability {p.major}.{p.minor}, {p.multi_processor_count} SMs, "
             f"{p.total_memory / 2**30:.0f} GiB memory, {l2 / 2**20:.0f} MiB L2.")
+    if calibration is not None:
+        flops = ", ".join(f"{k} {v / 1e12:.0f}" for k, v in calibration.flops_per_s.items())
+        text += (f" Measured here: copy bandwidth {calibration.copy_bytes_per_s / 1e9:.0f} GB/s; dense matmul "
+                 f"TFLOP/s: {flops}.")
+    return text
 
 
 def _ms(v: float | None) -> str:
@@ -114,7 +120,7 @@ def _clip(source: str, limit: int) -> str:
 def build_messages(
     kind: str,
     problem_source: str,
-    device: str,
+    device: str,  # "cpu", "cuda", or the device facts already rendered
     parent: Shown | None,
     inspirations: Sequence[Shown] = (),
     failures: Sequence[Shown] = (),
@@ -122,7 +128,8 @@ def build_messages(
     inspiration_chars: int = 5000,
 ) -> list[dict[str, str]]:
     """The chat messages for one proposal."""
-    parts = [f"# Reference problem\n```python\n{problem_source.strip()}\n```", device_facts(device), CONTRACT]
+    facts = device_facts(device) if device in ("cpu", "cuda") else device
+    parts = [f"# Reference problem\n```python\n{problem_source.strip()}\n```", facts, CONTRACT]
     if parent is not None:
         label = "Seed kernel" if kind == "sample" else f"Parent (#{parent.id})"
         parts.append(f"# {label}\n```python\n{parent.source.strip()}\n```\n"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kernelevo.evaluate.verdict import Evaluation, Verdict
 from kernelevo.propose.llm import LLMClient, LLMError
 from kernelevo.propose.parse import ParseError, parse_reply
-from kernelevo.propose.prompt import Shown, build_messages
+from kernelevo.propose.prompt import Shown, build_messages, device_facts
 from kernelevo.propose.tiers import Choice
 from kernelevo.propose.tuner import Tuner
 from kernelevo.store import CallRecord
@@ -54,6 +55,7 @@ class Proposer:
         strong_model: str | None,
         tuner: Tuner | None,
         edit_threshold: int = 120,
+        calibration: Any = None,
     ):
         self.problem_source = problem_source
         self.device = device
@@ -62,6 +64,7 @@ class Proposer:
         self.strong_model = strong_model or cheap_model
         self.tuner = tuner
         self.edit_threshold = edit_threshold
+        self.facts = device_facts(device, calibration)  # once: it asks the driver
 
     @property
     def offline(self) -> bool:
@@ -85,7 +88,7 @@ class Proposer:
             return Plan(choice, None, parent, source=move[0], note=move[1])
         model = self.strong_model if choice.tier == "strong" else self.cheap_model
         use_edits = parent is not None and parent.source.count("\n") + 1 > self.edit_threshold
-        messages = build_messages(choice.kind, self.problem_source, self.device, parent, inspirations, failures,
+        messages = build_messages(choice.kind, self.problem_source, self.facts, parent, inspirations, failures,
                                   use_edits=use_edits)
         return Plan(choice, model, parent, messages)
 
