@@ -145,6 +145,7 @@ def run_report(store: Any) -> dict[str, Any]:
         "cells": len((store.state("archive") or {}).get("cells", {})),
         "verdicts": store.verdict_counts(), "evaluated": store.count_done(),
         "pending": sum(1 for d in out if d["status"] == "pending"), "candidates": out, "llm": store.llm_usage(),
+        "finalist_profile": meta.get("finalist"),
     }
 
 

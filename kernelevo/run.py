@@ -91,7 +91,24 @@ class Run:
                             on_event=progress, ceilings=ceilings)
             if self.seed_source is not None:
                 search.add_seed(self.seed_source, self.seed_name)
-            return search.run()
+            summary = search.run()
+        if self.device == "cuda" and summary.best_id is not None:
+            self._profile_finalist(summary.best_id)
+        return summary
+
+    def _profile_finalist(self, cid: int) -> None:
+        """Nsight Compute on the best candidate, once, after the search: explanation, not timing."""
+        from dataclasses import asdict
+
+        from kernelevo.profile.finalist import profile_finalist
+
+        best = self.store.candidate(cid)
+        if best is None or self.store.meta().get("finalist", {}).get("id") == cid:
+            return
+        size = self.problem.sizes[-1] if self.problem.sizes else {}
+        ncu = profile_finalist(self.problem, size, best.source)
+        self.store.set_meta({"finalist": {"id": cid, "size": size,
+                                          "ncu": ncu if isinstance(ncu, str) else [asdict(n) for n in ncu]}})
 
 
 def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_source: str | None,

@@ -224,7 +224,7 @@ def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) 
             if side == "candidate":
                 entry["last_output"] = _outputs(s.last_output, inputs.bufs, device, f"size {label}, timing")
                 if device == "cuda":
-                    entry["kernels"] = _kernel_meta(count)
+                    entry["kernels"] = _kernel_meta(count, sys.modules.get(cls.__module__))
             sides[side] = entry
         results.append(sides)
     return {"cases": results}
@@ -253,13 +253,22 @@ def _nvml() -> dict[str, Any] | None:
     return None if sample is None else asdict(sample)
 
 
-def _kernel_meta(count: Any) -> list[dict[str, Any]]:
+def _kernel_meta(count: Any, module: Any = None) -> list[dict[str, Any]]:
     """Registers, spills, shared memory, warps and stages of the candidate's compiled kernels."""
     from dataclasses import asdict
 
     from kernelevo.profile.triton_meta import compiled_kernels
 
-    return [asdict(m) for jit in getattr(count, "kernels", {}).values() for m in compiled_kernels(jit)]
+    metas = [asdict(m) for jit in getattr(count, "kernels", {}).values() if jit is not None
+             for m in compiled_kernels(jit)]
+    for obj in vars(module).values() if module is not None else ():
+        if type(obj).__name__ == "RawKernel":  # CuPy: attributes of the compiled function
+            try:
+                metas.append({"name": obj.name, "registers": obj.num_regs, "spills": obj.local_size_bytes,
+                              "shared_bytes": obj.shared_size_bytes, "num_warps": None, "num_stages": None})
+            except Exception:  # not compiled yet, or an older CuPy: the profile is advisory
+                pass
+    return metas
 
 
 def run_job(job_dir: Path, job_file: Path, secret: bytes) -> int:

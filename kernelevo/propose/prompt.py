@@ -28,7 +28,9 @@ PyTorch may remain only for glue (allocation, views, reshapes); no fallback to P
 no try/except around kernels.
 - Do not modify inputs, return an input or a view of it, cache results across calls, use threads or \
 side streams, or lower the precision of an fp32 problem (no TF32, no fp16 accumulation).
-- Handle every size (masks for ragged edges); sizes are not known in advance."""
+- Handle every size (masks for ragged edges); sizes are not known in advance.
+- CUDA C++ through CuPy: share memory with `cp.from_dlpack(tensor)` and launch on PyTorch's stream \
+(`with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):`)."""
 
 _TASKS = {
     "write": "Write a first fast kernel for this problem.",
