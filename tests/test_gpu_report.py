@@ -70,3 +70,15 @@ def test_nvrtc_errors_are_trimmed_to_the_error_lines() -> None:
     kind, reason, _ = _describe(CompileException(log), "candidate.py")
     assert kind == "compile_error"
     assert 'kernel.cu(7): error: expected a ")"' in reason and "note 3" not in reason and "\n" not in reason
+
+
+def test_finalist_profiles_only_the_candidates_own_kernels() -> None:
+    import ast
+
+    from kernelevo.profile.finalist import _SCRIPT, own_kernel_regex
+    from tests.conftest import ROOT
+
+    assert own_kernel_regex((ROOT / "kernels" / "cross_entropy" / "seed.py").read_text()) == \
+        "_cross_entropy_kernel|_mean_kernel"
+    assert own_kernel_regex("import torch\n") is None  # nothing to select: ncu is not run blind
+    ast.parse('ARGS = "{}"\n' + _SCRIPT)  # the script ncu runs is valid Python
