@@ -82,3 +82,8 @@ def test_finalist_profiles_only_the_candidates_own_kernels() -> None:
         "_cross_entropy_kernel|_mean_kernel"
     assert own_kernel_regex("import torch\n") is None  # nothing to select: ncu is not run blind
     ast.parse('ARGS = "{}"\n' + _SCRIPT)  # the script ncu runs is valid Python
+    from kernelevo.problem import load_problem
+    from kernelevo.profile.finalist import profile_finalist
+
+    prob = load_problem(ROOT / "tests" / "problems" / "softmax_small.py")
+    assert "no @triton.jit" in profile_finalist(prob, {}, "import torch\n")

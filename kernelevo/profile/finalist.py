@@ -48,6 +48,9 @@ def own_kernel_regex(source: str) -> str | None:
 def profile_finalist(problem: Problem, size: dict[str, Any], source: str, timeout_s: float = 300,
                      clock_control: str = "base") -> list[NcuSummary] | str:
     """ncu summaries of the candidate's own kernels on ``size``, or a one-line reason."""
+    regex = own_kernel_regex(source)
+    if regex is None:  # ncu would profile PyTorch's kernels and call them the candidate's
+        return "no @triton.jit or __global__ kernel names found in the candidate"
     with tempfile.TemporaryDirectory(prefix="kernelevo-ncu-") as tmp:
         d = Path(tmp)
         (d / "candidate.py").write_text(source)
@@ -57,4 +60,4 @@ def profile_finalist(problem: Problem, size: dict[str, Any], source: str, timeou
         script.write_text(f"ARGS = {json.dumps(json.dumps(args))}\n" + _SCRIPT)
         env = worker_env("cuda", allow_tf32=False)  # no keys or credentials, as in the evaluator's workers
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        return run_ncu(script, d, own_kernel_regex(source), timeout_s=timeout_s, env=env, clock_control=clock_control)
+        return run_ncu(script, d, regex, timeout_s=timeout_s, env=env, clock_control=clock_control)
