@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
-from kernelevo.evaluate.verdict import SizeResult
+from kernelevo.evaluate.verdict import SizeResult, size_speedup
 
 # Parent sources: exploit the best, explore random cells, and (the remaining 0.25) keep size specialists alive.
 _P_BEST, _P_CELL = 0.35, 0.4
@@ -208,8 +208,7 @@ def _cuda(tree: ast.Module, language: str) -> CodeDescriptors:
 def behaviour_descriptors(sizes: Sequence[SizeResult], stats: Sequence[tuple[float, float]] | None = None,
                           ceilings: tuple[float, float] | None = None) -> BehaviourDescriptors:
     """stats: per size (flops, min_bytes); ceilings: (bytes_per_s, flop_per_s) of the device."""
-    speedups = [s.reference_ms / s.latency_ms if s.latency_ms and s.reference_ms and s.latency_ms > 0
-                and s.reference_ms > 0 else None for s in sizes]
+    speedups = [size_speedup(s) for s in sizes]
     strongest, top = 0, -math.inf
     for i, r in enumerate(speedups):
         if r is not None and r > top:  # strict: ties keep the lowest index

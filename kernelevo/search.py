@@ -18,7 +18,7 @@ from typing import Any
 
 from kernelevo.archive import Archive, Entry, behaviour_descriptors, code_descriptors
 from kernelevo.candidate import Candidate, detect_language
-from kernelevo.evaluate.verdict import Evaluation, Verdict
+from kernelevo.evaluate.verdict import Evaluation, Verdict, size_speedup
 from kernelevo.propose.prompt import Shown
 from kernelevo.propose.proposer import Plan, Proposal, Proposer
 from kernelevo.propose.tiers import Choice, TierPolicy, TierState
@@ -196,7 +196,7 @@ class Search:
     def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation) -> None:
         cell = None
         if ev.ok and ev.speedup and ev.speedup > 0:
-            speedups = tuple((s.reference_ms or 0.0) / s.latency_ms if s.latency_ms else 0.0 for s in ev.sizes)
+            speedups = tuple(size_speedup(s) or 0.0 for s in ev.sizes)
             entry = Entry(cand.id, ev.speedup, speedups, code_descriptors(cand.source, cand.language),
                           behaviour_descriptors(ev.sizes, self.stats, self.ceilings))
             res = self.archive.add(entry)

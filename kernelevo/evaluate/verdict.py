@@ -81,13 +81,17 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
+def size_speedup(s: SizeResult, baseline: str = "reference_ms") -> float | None:
+    """baseline / latency for one size; None unless both are known and positive."""
+    base = getattr(s, baseline)
+    if not s.latency_ms or not base or s.latency_ms <= 0 or base <= 0:
+        return None
+    return base / s.latency_ms
+
+
 def geomean_speedup(sizes: tuple[SizeResult, ...], baseline: str = "reference_ms") -> float | None:
     """Geometric mean over sizes of baseline / latency; None unless every size has both."""
-    ratios = [
-        getattr(s, baseline) / s.latency_ms
-        for s in sizes
-        if s.latency_ms and getattr(s, baseline) and s.latency_ms > 0 and getattr(s, baseline) > 0
-    ]
+    ratios = [r for s in sizes if (r := size_speedup(s, baseline)) is not None]
     if not ratios or len(ratios) != len(sizes):
         return None
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
