@@ -113,30 +113,13 @@ def check(
         for cand in cands:
             result = evaluator.evaluate(cand)
             if ncu and result.ok and dev == "cuda":
-                result = _with_ncu(result, prob, cand.source)
+                from kernelevo.profile.finalist import with_ncu
+
+                result = with_ncu(result, prob, cand.source)
             if json_out:
                 typer.echo(json_line(result))
             else:
                 print_evaluations([result], problem=prob.name)
-
-
-def _with_ncu(result, prob, source: str):  # (Evaluation, Problem, str) -> Evaluation
-    """The evaluation with Nsight Compute's view of the largest size added to its profile."""
-    from dataclasses import asdict, replace
-
-    from kernelevo.profile.finalist import profile_finalist
-
-    ncu = profile_finalist(prob, prob.sizes[-1] if prob.sizes else {}, source)
-    raw = [asdict(n) for n in ncu] if isinstance(ncu, list) else ncu
-    text = (result.profile_text or "") + "\n" + (
-        f"Nsight Compute: {ncu}" if isinstance(ncu, str) else _render_ncu(ncu))
-    return replace(result, profile={**(result.profile or {}), "ncu": raw}, profile_text=text.strip())
-
-
-def _render_ncu(ncu) -> str:
-    from kernelevo.profile.render import render_profile
-
-    return render_profile([], (), ncu)
 
 
 @app.command()

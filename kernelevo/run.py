@@ -98,17 +98,14 @@ class Run:
 
     def _profile_finalist(self, cid: int) -> None:
         """Nsight Compute on the best candidate, once, after the search: explanation, not timing."""
-        from dataclasses import asdict
-
-        from kernelevo.profile.finalist import profile_finalist
+        from kernelevo.profile.finalist import ncu_json, profile_finalist
 
         best = self.store.candidate(cid)
         if best is None or self.store.meta().get("finalist", {}).get("id") == cid:
             return
         size = self.problem.sizes[-1] if self.problem.sizes else {}
-        ncu = profile_finalist(self.problem, size, best.source)
         self.store.set_meta({"finalist": {"id": cid, "size": size,
-                                          "ncu": ncu if isinstance(ncu, str) else [asdict(n) for n in ncu]}})
+                                          "ncu": ncu_json(profile_finalist(self.problem, size, best.source))}})
 
 
 def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_source: str | None,

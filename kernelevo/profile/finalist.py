@@ -8,12 +8,17 @@ import os
 import re
 import sys
 import tempfile
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from kernelevo.evaluate.hooks import cuda_kernel_names
 from kernelevo.evaluate.sandbox import worker_env
+from kernelevo.evaluate.verdict import Evaluation
 from kernelevo.problem import Problem
 from kernelevo.profile.ncu import NcuSummary, run_ncu
+from kernelevo.profile.render import render_profile
+from kernelevo.profile.triton_meta import KernelMeta
 
 _SCRIPT = """\
 import importlib.util, json
@@ -41,13 +46,16 @@ torch.cuda.synchronize()
 def own_kernel_regex(source: str) -> str | None:
     """A regex of the kernel names the candidate defines (Triton functions, CUDA __global__s)."""
     names = set(re.findall(r"@triton\.jit[^\n]*\n(?:@[^\n]*\n)*def\s+(\w+)", source))
-    names |= set(re.findall(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+(\w+)", source))
+    names |= cuda_kernel_names(source)
     return "|".join(sorted(names)) or None
 
 
-def profile_finalist(problem: Problem, size: dict[str, Any], source: str, timeout_s: float = 300,
+def profile_finalist(problem: Problem, size: dict[str, Any] | None, source: str, timeout_s: float = 300,
                      clock_control: str = "base") -> list[NcuSummary] | str:
-    """ncu summaries of the candidate's own kernels on ``size``, or a one-line reason."""
+    """ncu summaries of the candidate's own kernels on ``size`` (None: the problem's largest, its
+    last), or a one-line reason."""
+    if size is None:
+        size = problem.sizes[-1] if problem.sizes else {}
     regex = own_kernel_regex(source)
     if regex is None:  # ncu would profile PyTorch's kernels and call them the candidate's
         return "no @triton.jit or __global__ kernel names found in the candidate"
@@ -61,3 +69,18 @@ def profile_finalist(problem: Problem, size: dict[str, Any], source: str, timeou
         env = worker_env("cuda", allow_tf32=False)  # no keys or credentials, as in the evaluator's workers
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         return run_ncu(script, d, regex, timeout_s=timeout_s, env=env, clock_control=clock_control)
+
+
+def ncu_json(ncu: list[NcuSummary] | str) -> list[dict[str, Any]] | str:
+    """ncu's result as stored in a profile or a run: the summaries as dicts, or the reason."""
+    return ncu if isinstance(ncu, str) else [asdict(n) for n in ncu]
+
+
+def with_ncu(ev: Evaluation, problem: Problem, source: str) -> Evaluation:
+    """The evaluation with Nsight Compute's view of the largest size in its profile, the text
+    rendered again from all the raw values."""
+    ncu = profile_finalist(problem, None, source)
+    profile = {**(ev.profile or {}), "ncu": ncu_json(ncu)}
+    kernels = [KernelMeta(**k) for k in profile.get("kernels", [])]
+    device = (profile.get("ceilings") or {}).get("key", "")
+    return replace(ev, profile=profile, profile_text=render_profile(profile.get("sizes", []), kernels, ncu, device))

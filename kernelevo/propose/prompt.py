@@ -104,7 +104,7 @@ def render_evaluation(ev: Evaluation | None, error_lines: int = 12) -> str:
     if ev.torch_ops:
         lines.append("PyTorch ops still called: " + ", ".join(ev.torch_ops))
     if ev.profile_text:
-        lines.append("Profile:\n" + ev.profile_text)
+        lines.append(ev.profile_text)  # headed "Profile ..." by its renderer
     if ev.error:
         tail = ev.error.strip().splitlines()[-error_lines:]
         lines.append("Error (last lines):\n" + "\n".join("  " + t for t in tail))
