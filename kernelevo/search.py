@@ -1,8 +1,8 @@
 """The loop: keep the evaluator busy, keep model calls in flight, stop on budgets, resume exactly.
 
 The controller thread is the only one that touches the archive and the database. Model calls
-run on a thread pool and evaluations on one evaluation thread; the controller waits on
-whichever finishes first, records it (one transaction per event), and tops the pipeline up.
+and the evaluation in flight each run on a daemon thread; the controller waits on whichever
+finishes first, records it (one transaction per event), and tops the pipeline up.
 """
 
 from __future__ import annotations
@@ -175,23 +175,24 @@ class Search:
         return None
 
     # -- recording --------------------------------------------------------------------------
-    def _record_proposal(self, prop: Proposal) -> int | None:
+    def _record_proposal(self, prop: Proposal) -> StoredCandidate | None:
+        """The call, and the candidate it produced: ``pending``, or already judged when the reply
+        was unusable or a duplicate. None when the call produced no candidate."""
         call_id = self.store.add_call(prop.call) if prop.call else None
         if prop.source is None:
             return None
         parent_id = prop.plan.parent.id if prop.plan.parent else None
         cand = Candidate(prop.source, "proposal", detect_language(prop.source), parent_id,
                          prop.plan.model, prop.plan.choice.kind)
-        origin = "tuner" if prop.plan.model is None else "llm"
         digest = source_digest(prop.source)
-        if prop.failure is not None:
-            return self.store.add_candidate(cand, origin, digest, call_id, "unusable reply", prop.failure)
-        twin = self.store.find_digest(digest)
-        if twin is not None:
-            dup = Evaluation("proposal", Verdict.REJECTED, f"identical to candidate #{twin}, which was already "
-                             "evaluated; change something", device="")
-            return self.store.add_candidate(cand, origin, digest, call_id, prop.plan.note, dup)
-        return self.store.add_candidate(cand, origin, digest, call_id, prop.plan.note)
+        note, judged = prop.plan.note, prop.failure
+        if judged is not None:
+            note = "unusable reply"
+        elif (twin := self.store.find_digest(digest)) is not None:
+            judged = Evaluation("proposal", Verdict.REJECTED, f"identical to candidate #{twin}, which was already "
+                                "evaluated; change something", device="")
+        origin = "tuner" if prop.plan.model is None else "llm"
+        return self.store.candidate(self.store.add_candidate(cand, origin, digest, call_id, note, judged))
 
     def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation) -> None:
         cell = None
@@ -247,8 +248,8 @@ class Search:
                     exhausted = True
                     break
                 if plan.model is None:  # a tuner move: instant, no thread
-                    cid = self._record_proposal(self.proposer.execute(plan))
-                    if cid is not None and (c := self.store.candidate(cid)) and c.status == "pending":
+                    c = self._record_proposal(self.proposer.execute(plan))
+                    if c is not None and c.status == "pending":
                         pending.append(c)
                 else:
                     calls[_spawn(self.proposer.execute, plan)] = plan
@@ -274,14 +275,11 @@ class Search:
                 failed_calls = failed_calls + 1 if prop.call and prop.call.error else 0
                 if failed_calls >= MAX_FAILED_CALLS:
                     stop = stop or f"{failed_calls} model calls in a row failed; last: {prop.call.error}"
-                cid = self._record_proposal(prop)
-                if cid is not None:
-                    c = self.store.candidate(cid)
-                    assert c is not None
-                    if c.status == "pending":
-                        pending.append(c)
-                    else:
-                        self._event(cid)
+                c = self._record_proposal(prop)
+                if c is not None and c.status == "pending":
+                    pending.append(c)
+                elif c is not None:
+                    self._event(c.id)
             if evaluating is not None and evaluating[1] in done:
                 cand, fut, t_start = evaluating
                 busy_s += time.monotonic() - t_start
