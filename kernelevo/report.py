@@ -135,7 +135,7 @@ def run_report(store: Any) -> dict[str, Any]:
             "id": c.id, "parent_id": c.parent_id, "origin": c.origin, "model": c.model,
             "prompt_kind": c.prompt_kind, "status": c.status, "verdict": c.verdict, "reason": c.reason,
             "speedup": c.speedup, "cell": c.cell, "note": c.note, "language": c.language, "source": c.source,
-            "sizes": [s for s in (c.evaluation.to_json()["sizes"] if c.evaluation else [])],
+            "sizes": c.evaluation.to_json()["sizes"] if c.evaluation else [],
         })
     correct = [d for d in out if d["verdict"] == "correct" and d["speedup"]]
     best = max(correct, key=lambda d: d["speedup"]) if correct else None

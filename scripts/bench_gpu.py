@@ -31,7 +31,8 @@ import triton  # noqa: E402
 
 from kernelevo.candidate import Candidate  # noqa: E402
 from kernelevo.evaluate.evaluator import Evaluator  # noqa: E402
-from kernelevo.problem import load_problem  # noqa: E402
+from kernelevo.evaluate.verdict import Evaluation  # noqa: E402
+from kernelevo.problem import Problem, load_problem  # noqa: E402
 from kernelevo.profile.finalist import profile_finalist  # noqa: E402
 from kernelevo.profile.gpu import gpu_fingerprint, software_fingerprint  # noqa: E402
 from kernelevo.run import open_run  # noqa: E402
@@ -40,14 +41,19 @@ from kernelevo.settings import EvalSettings, Settings  # noqa: E402
 KERNELS = ROOT / "kernels"
 
 
+def seed_runs(op: str, times: int = 1, settings: EvalSettings | None = None) -> tuple[Problem, list[Evaluation]]:
+    """The shipped seed of ``op`` evaluated ``times`` times by one evaluator."""
+    problem = load_problem(KERNELS / op / "problem.py", device="cuda")
+    with Evaluator(problem, "cuda", settings) as ev:
+        return problem, [ev.evaluate(Candidate.from_file(KERNELS / op / "seed.py")) for _ in range(times)]
+
+
 def stability(ops: list[str], repeats: int) -> None:
     print(f"\n## 1. Timing stability: each seed evaluated {repeats} times (sizes >= 50 µs)")
     print("| op | size | median of medians ms | spread of medians | within 1% |")
     print("|---|---|---|---|---|")
     for op in ops:
-        problem = load_problem(KERNELS / op / "problem.py", device="cuda")
-        with Evaluator(problem, "cuda") as ev:
-            runs = [ev.evaluate(Candidate.from_file(KERNELS / op / "seed.py")) for _ in range(repeats)]
+        problem, runs = seed_runs(op, repeats)
         if any(not r.ok for r in runs):
             print(f"| {op} | - | - | - | {runs[0].verdict.value}: {runs[0].reason} |")
             continue
@@ -65,11 +71,9 @@ def agreement(ops: list[str]) -> None:
     print("| op | size | ours ms | ncu ms | difference |")
     print("|---|---|---|---|---|")
     for op in ops:
-        problem = load_problem(KERNELS / op / "problem.py", device="cuda")
+        problem, (r,) = seed_runs(op)
         source = (KERNELS / op / "seed.py").read_text()
         size = problem.sizes[-1] if problem.sizes else {}
-        with Evaluator(problem, "cuda") as ev:
-            r = ev.evaluate(Candidate.from_source(source, op))
         ours = r.sizes[-1].latency_ms if r.ok else None
         ncu = profile_finalist(problem, size, source, clock_control="none")
         if isinstance(ncu, str) or ours is None:
@@ -84,9 +88,7 @@ def versus_baselines(ops: list[str]) -> None:
     print("| op | size | seed ms | eager ms | compile ms | vs eager | vs compile | roofline | GB/s | TFLOP/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for op in ops:
-        problem = load_problem(KERNELS / op / "problem.py", device="cuda")
-        with Evaluator(problem, "cuda", EvalSettings(compile_baseline=True, timeout_s=600)) as ev:
-            r = ev.evaluate(Candidate.from_file(KERNELS / op / "seed.py"))
+        problem, (r,) = seed_runs(op, settings=EvalSettings(compile_baseline=True, timeout_s=600))
         if not r.ok:
             print(f"| {op} | - | {r.verdict.value}: {r.reason} |")
             continue
