@@ -24,10 +24,19 @@ class EvalSettings:
     """How candidates are judged and timed."""
 
     timeout_s: float = 60.0  # per candidate, import to last timing
-    seed: int = 0  # seeds weights, input draws and timing perturbations
-    draws: int = 2  # plain random input draws per size (a third, rescaled draw is added)
-    rescaled_draw: bool = True  # one extra draw with float inputs rescaled: defeats closed forms
+    # Weights and draws: -1 draws a fresh seed per evaluation (recorded in it, so nothing memoised in
+    # one evaluation answers the next); N makes every evaluation use N (reproducing a verdict).
+    seed: int = -1
     allow_tf32: bool = False  # TF32 (and the reference with it) in fp32 problems
+    # PyTorch compute a forward may do, as a share of the reference's work, before it returns garbage:
+    # room for glue such as a normaliser's .sum().item(). Over it without --allow-torch-compute fails.
+    torch_compute_share: float = 0.25
+    allow_torch_compute: bool = False  # hybrids (a cuBLAS GEMM plus an own epilogue), labelled hybrid
+    extra_size: bool = True  # one size outside the declared ones per evaluation
+    extra_size_bytes: float = 3.0  # its memory at most this many times the largest declared size's
+    timed_checks: int = 5  # timed calls checked per size on a GPU (all of them on a CPU)
+    max_config_checks: int = 16  # autotune configs checked for correctness (each on one size)
+    timing_bytes: int = 2 << 30  # fresh timing draws per size and side on a GPU, in bytes (caps the reps)
     # The interpreter is ~1000x slower than a GPU; a few reps are enough to rank tilings.
     cpu_warmup: int = 1
     cpu_reps: int = 3

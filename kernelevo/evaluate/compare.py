@@ -139,3 +139,77 @@ def compare_outputs(
             return c
         worst_abs, worst_rel = max(worst_abs, c.max_abs_err), max(worst_rel, c.max_rel_err)
     return Comparison(True, "", worst_abs, worst_rel)
+
+
+def describe_mismatch(actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance) -> str:
+    """Where a wrong output is wrong, when that says more than a count: the columns (or rows)
+    beyond some index, everything, or nothing but non-finite values. Empty when no pattern."""
+    if type(actual) is not torch.Tensor or actual.shape != expected.shape or actual.dim() == 0:
+        return ""
+    a, e = actual.detach().cpu().to(torch.float64), expected.detach().cpu().to(torch.float64)
+    scale = float(e[torch.isfinite(e)].abs().max()) if bool(torch.isfinite(e).any()) else 1.0
+    bad = ~torch.isclose(a, e, rtol=tol.rtol, atol=min(tol.atol, ATOL_SCALE_CAP * scale), equal_nan=True)
+    if not bool(bad.any()):
+        return ""
+    if bool(bad.all()) and bad.numel() > 1:
+        return "every element is wrong"
+    for dim, what in ((-1, "columns"), (0, "rows")):
+        if a.dim() < (2 if dim == 0 else 1):
+            continue
+        cols = bad.transpose(dim, -1).reshape(-1, bad.shape[dim]).any(0)
+        first = int(torch.nonzero(cols)[0])
+        if first > 0 and bool(cols[first:].all()):
+            unchanged = "never written?" if bool((a.transpose(dim, -1)[..., first:] == 0).all()) else "wrong"
+            return f"{what} {first} and beyond are {unchanged} (the first {first} are right)"
+    return ""
+
+
+def compare_stress(
+    actual: list[object], expected: list[torch.Tensor], truth: list[torch.Tensor] | None,
+    atol: float | None = None, rtol: float | None = None, note: str = "",
+) -> Comparison:
+    """Judge a stress draw (inputs at large magnitude or offset). Elements where the reference
+    itself overflowed are not compared. Against the float64 ``truth``, an output may be off by
+    the tolerance plus four times the error PyTorch's own float32 result has there: as accurate
+    as the reference, whatever the algorithm; a one-pass variance or an exp without the max
+    subtracted is not."""
+    nan = float("nan")
+    if len(actual) != len(expected):
+        return Comparison(False, f"forward returned {len(actual)} tensors, expected {len(expected)}", nan, nan)
+    worst_abs = worst_rel = 0.0
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        what = "output" if len(expected) == 1 else f"output[{i}]"
+        tol = Tolerance.for_dtype(e.dtype, atol, rtol)
+        shape = compare_tensor(a, e, tol, what)  # shape, dtype and type first
+        if shape.reason and ("shape" in shape.reason or "dtype" in shape.reason or "expected a torch" in shape.reason):
+            return shape
+        if not e.dtype.is_floating_point:
+            if not shape.ok:
+                return shape
+            continue
+        assert isinstance(a, torch.Tensor)
+        a64, e64 = a.detach().cpu().to(torch.float64), e.detach().cpu().to(torch.float64)
+        t64 = truth[i].detach().cpu().to(torch.float64) if truth is not None else e64
+        finite = torch.isfinite(e64) & torch.isfinite(t64)
+        if not bool(finite.any()):
+            continue
+        a_f, t_f = a64[finite], t64[finite]
+        overflow = ~torch.isfinite(a_f)
+        if bool(overflow.any()):
+            kind = "inf" if bool(torch.isinf(a_f).any()) else "nan"
+            return Comparison(False, f"overflow: {kind} at {note} where the reference is finite "
+                              f"({int(overflow.sum())} of {int(finite.sum())} elements)", nan, nan)
+        ref_err = float((e64[finite] - t_f).abs().max())
+        diff = (a_f - t_f).abs()
+        scale = float(t_f.abs().max())
+        rms = float(t_f.square().mean().sqrt())
+        allowed = min(tol.atol * max(1.0, rms), ATOL_SCALE_CAP * scale) + tol.rtol * t_f.abs() + 4 * ref_err
+        n_bad = int((diff > allowed).sum())
+        max_abs = float(diff.max())
+        max_rel = float((diff / t_f.abs().clamp_min(1e-12)).max())
+        if n_bad:
+            return Comparison(False, f"{what} loses precision at {note}: {n_bad} of {int(finite.sum())} elements "
+                              f"off by up to {max_abs:.3g} (PyTorch's own float32 error there: {ref_err:.3g})",
+                              max_abs, max_rel)
+        worst_abs, worst_rel = max(worst_abs, max_abs), max(worst_rel, max_rel)
+    return Comparison(True, "", worst_abs, worst_rel if math.isfinite(worst_rel) else 0.0)

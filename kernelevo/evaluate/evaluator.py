@@ -1,53 +1,44 @@
-"""The judge: static checks, then a fresh worker per candidate, then verdicts from what it reports.
+"""The judge: a plan of fresh draws, a confined worker per candidate, a clean one for the
+reference, and verdicts from what they report.
 
-Reference outputs are built in this process before any candidate is imported and never
-leave it; all comparisons happen here. A worker that hangs is killed at the deadline
-(``timeout``), one that dies is a ``crash``; either way the next candidate gets a fresh one.
+Expected outputs are built here, before the candidate is imported, and never leave this
+process; the candidate's worker gets one step at a time over its socket and the comparisons
+happen here. A worker that hangs is killed at the deadline (``timeout``), one that dies is a
+``crash``; either way the next candidate gets a fresh one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import io
-import os
+import random
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kernelevo.candidate import Candidate
-from kernelevo.evaluate import sandbox
-from kernelevo.evaluate.compare import Tolerance, compare_outputs, compare_tensor
+from kernelevo.evaluate import judge, sandbox
+from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.gpu_report import profile_of, with_roofline
+from kernelevo.evaluate.plan import Plan, SizePlan, make_plan
 from kernelevo.evaluate.static import check_source
 from kernelevo.evaluate.timing import summarize
 from kernelevo.evaluate.verdict import Evaluation, SizeResult, Verdict, geomean_speedup
-from kernelevo.evaluate.worker import CANDIDATE_FILE, JOB_FILE, LOG_FILE, PROGRESS_FILE, sign
+from kernelevo.evaluate.worker import CANDIDATE_FILE, LOG_FILE, PROGRESS_FILE
 from kernelevo.problem import Problem
 from kernelevo.reference import Reference, build_reference
 from kernelevo.settings import EvalSettings
 
 
-def _scratch(needed_bytes: int) -> str | None:
-    """/dev/shm when it has room (often only 64 MB in containers), else the default temp dir."""
-    try:
-        if os.access("/dev/shm", os.W_OK) and shutil.disk_usage("/dev/shm").free > 3 * needed_bytes + (64 << 20):
-            return "/dev/shm"
-    except OSError:
-        pass
-    return None
+class _Stop(Exception):
+    """Ends an evaluation with a verdict."""
 
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+    def __init__(self, verdict: Verdict, reason: str, **kw: Any):
+        super().__init__(reason)
+        self.verdict, self.reason, self.kw = verdict, reason, kw
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -57,41 +48,67 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _is_fp32_problem(ref: Reference) -> bool:
-    """fp32 unless some floating input or output is of lower precision."""
-    dtypes = set()
-    for case in ref.cases:
-        for t in list(case.timing.inputs) + list(case.timing.expected):
-            if isinstance(t, torch.Tensor) and t.is_floating_point():
-                dtypes.add(t.dtype)
-    return bool(dtypes) and dtypes <= {torch.float32, torch.float64}
+def _float_dtypes(ref: Reference) -> set[torch.dtype]:
+    return {t.dtype for c in ref.cases for t in (*c.timing.inputs, *c.timing.expected)
+            if isinstance(t, torch.Tensor) and t.is_floating_point()}
 
 
 def _compute_dtype(ref: Reference) -> str:
     """The lowest floating precision among inputs and outputs: it picks the FLOP/s ceiling."""
+    seen = _float_dtypes(ref)
     order = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
-    seen = {t.dtype for c in ref.cases for t in (*c.timing.inputs, *c.timing.expected)
-            if isinstance(t, torch.Tensor) and t.is_floating_point()}
     return str(next((d for d in order if d in seen), torch.float32)).removeprefix("torch.")
 
 
-def _job_bytes(ref: Reference) -> int:
-    tensors = [t for c in ref.cases for d in (*c.draws, c.timing) for t in d.inputs if isinstance(t, torch.Tensor)]
-    tensors += [t for c in ref.cases for t in c.state_dict.values()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+class _Worker:
+    """One worker process and its channel, with the deadline its answers must meet."""
+
+    def __init__(self, zygote: sandbox.Zygote, role: str, job_dir: Path):
+        self.zygote, self.job_dir = zygote, job_dir
+        self.pid, self.chan = zygote.fork(role, job_dir)
+        self.status: int | None = None
+
+    def ask(self, msg: Any, deadline: float, want: type | tuple[type, ...]) -> Any:
+        """Send ``msg`` (None: just listen) and return the answer, or raise _Stop."""
+        try:
+            if msg is not None:
+                self.chan.send(msg)
+            answer = self.chan.recv(timeout=deadline - time.monotonic())
+        except TimeoutError:
+            raise _Stop(Verdict.TIMEOUT, "no result within the time limit (was "
+                        f"{_tail(self.job_dir / PROGRESS_FILE, 1) or 'starting'})",
+                        log=_tail(self.job_dir / LOG_FILE)) from None
+        except P.ChannelError as e:
+            status = self.zygote.wait(self.pid, 2.0)
+            self.status = status
+            log = _tail(self.job_dir / LOG_FILE)
+            if status is None:
+                raise _Stop(Verdict.CRASH, f"the worker's answer was tampered with or unreadable ({e})", log=log) from e
+            where = _tail(self.job_dir / PROGRESS_FILE, 1) or "starting"
+            raise _Stop(Verdict.CRASH, f"worker {sandbox.describe_status(status)} during {where}", log=log,
+                        error=log or None) from e
+        if isinstance(answer, P.Failed):
+            raise _Stop(Verdict(answer.verdict), answer.reason, error=answer.tb, log=_tail(self.job_dir / LOG_FILE),
+                        torch_ops=answer.torch_ops)
+        if not isinstance(answer, want):
+            raise _Stop(Verdict.CRASH, f"the worker answered {type(answer).__name__} to {type(msg).__name__}")
+        return answer
+
+    def close(self) -> None:
+        try:
+            self.chan.send(P.Bye())
+        except P.ChannelError:
+            pass
+        self.chan.close()
+        if self.status is None and self.zygote.wait(self.pid, 1.0) is None:
+            self.zygote.kill(self.pid)
 
 
 class Evaluator:
     """Judges candidates for one problem on one device. Use as a context manager."""
 
-    def __init__(
-        self,
-        problem: Problem,
-        device: str = "cpu",
-        settings: EvalSettings | None = None,
-        *,
-        static_checks: bool = True,  # off only to test the runtime defences on their own
-    ):
+    def __init__(self, problem: Problem, device: str = "cpu", settings: EvalSettings | None = None, *,
+                 static_checks: bool = True):
         self.problem = problem
         self.device = device
         self.settings = settings or EvalSettings()
@@ -99,28 +116,24 @@ class Evaluator:
         s = self.settings
         # The zygote's imports (~3 s) run while the reference is built here.
         self._zygote: sandbox.Zygote | None = sandbox.Zygote(device, s.allow_tf32)
+        self._ref_worker: _Worker | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="kernelevo-eval-"))
         try:
-            self.reference: Reference = build_reference(
-                problem, device, s.seed, s.draws, s.rescaled_draw, s.allow_tf32
-            )
+            self.reference: Reference = build_reference(problem, device, max(s.seed, 0), 2, True, s.allow_tf32)
         except BaseException:
             self.close()
             raise
-        self.fp32 = _is_fp32_problem(self.reference)
+        self.fp32 = bool(_float_dtypes(self.reference)) and _float_dtypes(self.reference) <= {torch.float32,
+                                                                                               torch.float64}
         self.dtype = _compute_dtype(self.reference)
         self._l2_bytes = 0
         self.calibration = None
+        self._notes: list[str] = []  # said once per run
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
             from kernelevo.profile.calibrate import ensure
 
             self.calibration = ensure()  # measured once per GPU type, then read from profiling/
-        # The job (inputs and weights for every size) is written once and shared by all
-        # candidates; it is re-hashed before each one so no candidate can alter the next's inputs.
-        self._dir = Path(tempfile.mkdtemp(prefix="kernelevo-eval-", dir=_scratch(_job_bytes(self.reference))))
-        self._job_file = self._dir / JOB_FILE
-        torch.save(self._job(), self._job_file)
-        self._job_digest = _file_digest(self._job_file)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Evaluator:
@@ -130,6 +143,9 @@ class Evaluator:
         self.close()
 
     def close(self) -> None:
+        if self._ref_worker is not None:
+            self._ref_worker.close()
+            self._ref_worker = None
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
@@ -140,186 +156,213 @@ class Evaluator:
         if self._zygote is None or self._zygote.dead:
             if self._zygote is not None:
                 self._zygote.close()
+            self._ref_worker = None
             self._zygote = sandbox.Zygote(self.device, self.settings.allow_tf32)
         return self._zygote
+
+    def _setup(self, role: str) -> P.Setup:
+        s = self.settings
+        timing = {"cpu_warmup": s.cpu_warmup, "cpu_reps": s.cpu_reps, "gpu_warmup": s.gpu_warmup,
+                  "gpu_reps": s.gpu_reps, "gpu_max_time_s": s.gpu_max_time_s, "l2_bytes": self._l2_bytes,
+                  "compile_baseline": s.compile_baseline, "cuda_graph": s.cuda_graph}
+        return P.Setup(role, self.device, s.allow_tf32, timing, str(self.problem.path), dict(self.problem.overrides))
 
     # -- one candidate ---------------------------------------------------------------------
     def evaluate(self, candidate: Candidate) -> Evaluation:
         start = time.monotonic()
+        s = self.settings
+        seed = s.seed if s.seed >= 0 else random.SystemRandom().randrange(1 << 31)
+        notes: list[str] = []
 
         def done(verdict: Verdict, reason: str, **kw: Any) -> Evaluation:
-            return Evaluation(candidate.name, verdict, reason, self.device,
+            return Evaluation(candidate.name, verdict, reason, self.device, seed=seed, notes=tuple(notes),
                               elapsed_s=round(time.monotonic() - start, 3), **kw)
 
         if self.static_checks:
-            st = check_source(candidate.source, self.fp32, self.settings.allow_tf32)
+            st = check_source(candidate.source)
             if st.verdict is not None:
                 return done(st.verdict, st.reason)
+        plan = make_plan(self.reference, seed, s.torch_compute_share, s.extra_size_bytes, s.extra_size)
+        notes += plan.notes
         job_dir = Path(tempfile.mkdtemp(prefix="candidate-", dir=self._dir))
+        (job_dir / CANDIDATE_FILE).write_text(candidate.source)
+        worker: _Worker | None = None
         try:
-            return self._run(candidate, job_dir, start, done)
+            try:
+                worker = _Worker(self._zygote_ready(), "candidate", job_dir)
+            except sandbox.ZygoteError as e:
+                self.close()
+                return done(Verdict.CRASH, f"could not start a worker: {e}")
+            deadline = start + s.timeout_s
+            try:
+                return self._judge(worker, plan, deadline, done, notes)
+            except _Stop as stop:
+                return done(stop.verdict, stop.reason, **stop.kw)
         finally:
-            if not self.settings.keep_jobs:
+            if worker is not None:
+                worker.close()
+            if not s.keep_jobs:
                 shutil.rmtree(job_dir, ignore_errors=True)
 
-    def _job(self) -> dict[str, Any]:
-        s, ref = self.settings, self.reference
-        return {
-            "device": self.device,
-            "allow_tf32": s.allow_tf32,
-            "problem_path": str(self.problem.path),
-            "overrides": self.problem.overrides,
-            "timing": {
-                "cpu_warmup": s.cpu_warmup, "cpu_reps": s.cpu_reps, "gpu_warmup": s.gpu_warmup,
-                "gpu_reps": s.gpu_reps, "gpu_max_time_s": s.gpu_max_time_s, "l2_bytes": self._l2_bytes,
-                "compile_baseline": s.compile_baseline, "cuda_graph": s.cuda_graph,
-            },
-            "cases": [
-                {
-                    "label": self.problem.label(c.size),
-                    "size": c.size,
-                    "init_inputs": c.init_inputs,
-                    "state_dict": c.state_dict,
-                    "draws": [d.inputs for d in c.draws],
-                    "timing_draw": c.timing.inputs,
-                }
-                for c in ref.cases
-            ],
-        }
-
-    def _run(self, candidate: Candidate, job_dir: Path, start: float, done: Any) -> Evaluation:
-        (job_dir / CANDIDATE_FILE).write_text(candidate.source)
-        if _file_digest(self._job_file) != self._job_digest:  # a previous candidate wrote to it
-            torch.save(self._job(), self._job_file)
-        secret = os.urandom(32)
-        deadline = start + self.settings.timeout_s
-        try:
-            zygote = self._zygote_ready()
-            pid = zygote.fork(job_dir, self._job_file, secret)
-        except sandbox.ZygoteError as e:
-            self.close()
-            return done(Verdict.CRASH, f"could not start a worker: {e}")
-
-        status: int | None = None
-        try:
-            for phase in ("check", "timing"):
-                path = job_dir / phase
-                if status is None:
-                    appeared, status = sandbox.wait_for_file(path, zygote, pid, deadline)
-                else:
-                    appeared = path.exists()
-                if not appeared:
-                    log = _tail(job_dir / LOG_FILE)
-                    where = _tail(job_dir / PROGRESS_FILE, 1) or "starting"
-                    if status is None:
-                        return done(Verdict.TIMEOUT, f"no result within {self.settings.timeout_s:g} s "
-                                    f"(was {where})", log=log)
-                    return done(Verdict.CRASH, f"worker {sandbox.describe_status(status)} during {where}",
-                                log=log, error=log or None)
-                result = self._read(path, secret)
-                if result is None:
-                    return done(Verdict.CRASH, f"the worker's {phase} result was tampered with or unreadable")
-                if "error" in result:
-                    err = result["error"]
-                    return done(Verdict(err["verdict"]), err["reason"], error=err.get("tb"),
-                                log=_tail(job_dir / LOG_FILE))
-                if phase == "check":
-                    verdict, reason, sizes, ops = self._judge_check(result)
-                    if verdict is not Verdict.CORRECT:
-                        return done(verdict, reason, sizes=sizes, torch_ops=ops)
-                else:
-                    verdict, reason, sizes = self._judge_timing(result, sizes)
-                    timing = "cuda-events" if self.device == "cuda" else "cpu-interpreter"
-                    ok = verdict is Verdict.CORRECT
-                    profile, text = None, None
-                    if ok and self.device == "cuda":
-                        profile, text = profile_of(result, sizes, self.calibration, self.dtype,
-                                                   self.settings.allow_tf32)
-                    return done(verdict, reason, sizes=sizes, torch_ops=ops, timing=timing,
-                                speedup=geomean_speedup(sizes) if ok else None,
-                                speedup_compiled=geomean_speedup(sizes, "compiled_ms") if ok else None,
-                                profile=profile, profile_text=text)
-            raise AssertionError("unreachable")
-        finally:
-            if status is None:
-                zygote.kill(pid)
-
-    @staticmethod
-    def _read(path: Path, secret: bytes) -> dict[str, Any] | None:
-        try:
-            data = path.read_bytes()
-            sig = (path.parent / f"{path.name}.sig").read_text().strip()
-        except OSError:
-            return None
-        if not hmac.compare_digest(sig, sign(secret, data)):
-            return None
-        try:
-            # weights_only: the file came from candidate-controlled memory; load no objects.
-            return torch.load(io.BytesIO(data), weights_only=True)
-        except Exception:
-            return None
-
-    # -- verdicts ----------------------------------------------------------------------------
-    def _judge_check(self, result: dict[str, Any]) -> tuple[Verdict, str, tuple[SizeResult, ...], tuple[str, ...]]:
-        ref, p = self.reference, self.problem
-        ops = tuple(result.get("ops", ()))
+    def _judge(self, w: _Worker, plan: Plan, deadline: float, done: Any, notes: list[str]) -> Evaluation:
+        s, p = self.settings, self.problem
+        share = s.torch_compute_share
+        budget_inf = s.allow_torch_compute
+        self._facts: list[dict[str, Any]] = []
+        ready: P.Ready = w.ask(self._setup("candidate"), deadline, P.Ready)
+        if ready.note and ready.note not in self._notes:
+            self._notes.append(ready.note)
+            notes.append(ready.note)
         sizes: list[SizeResult] = []
-        for case, got in zip(ref.cases, result["cases"], strict=True):
-            label = p.label(case.size)
+        max_share = 0.0
+        ops: set[str] = set()
+        passed = 0
+        next_id = 0
+        for sp in plan.sizes:
+            budget = float("inf") if budget_inf else sp.budget
+            w.ask(P.Construct(sp.index, sp.label, sp.init_inputs, budget), deadline, P.Done)
+            w.ask(P.Load(sp.state_a), deadline, P.Done)
+            firsts: dict[int, tuple[torch.Tensor, ...]] = {}
             worst_abs = worst_rel = 0.0
-            launches = min(d["launches"] for d in got["draws"])
-            for d, (draw, out) in enumerate(zip(case.draws, got["draws"], strict=True)):
-                where = f"size {label}, draw {d}"
-                if out["launches"] == 0:
-                    return (Verdict.REJECTED, f"{where}: forward launched no kernel of its own (a PyTorch "
-                            "path or a fallback ran instead)", tuple(sizes), ops)
-                if out["input_digest"] != draw.digest:
-                    return (Verdict.REJECTED, f"{where}: forward modified its inputs; inputs are read-only",
-                            tuple(sizes), ops)
-                c = compare_outputs(out["outputs"], list(draw.expected), p.atol, p.rtol)
-                if not c.ok:
-                    sizes.append(SizeResult(case.size, c.max_abs_err, c.max_rel_err, launches=launches))
-                    return Verdict.INCORRECT, f"{where}: {c.reason}", tuple(sizes), ops
-                worst_abs, worst_rel = max(worst_abs, c.max_abs_err), max(worst_rel, c.max_rel_err)
-            for name, expected in case.final_buffers.items():
-                actual = got["buffers"].get(name)
-                c = compare_tensor(actual, expected, Tolerance.for_dtype(expected.dtype, p.atol, p.rtol),
-                                   f"buffer {name} after the draws")
-                if not c.ok:
-                    return Verdict.INCORRECT, f"size {label}: {c.reason}", tuple(sizes), ops
-            sizes.append(SizeResult(case.size, worst_abs, worst_rel, launches=launches))
-        if ref.compute_ops and ref.compute_ops <= set(ops):
-            names = ", ".join(sorted(ref.compute_ops))
-            return (Verdict.REJECTED, f"forward still calls the reference's PyTorch compute ops ({names}); "
-                    "replace them with your kernel", tuple(sizes), ops)
-        return Verdict.CORRECT, "", tuple(sizes), ops
-
-    def _judge_timing(
-        self, result: dict[str, Any], checked: tuple[SizeResult, ...]
-    ) -> tuple[Verdict, str, tuple[SizeResult, ...]]:
-        ref, p = self.reference, self.problem
-        sizes: list[SizeResult] = []
-        for case, got, prev in zip(ref.cases, result["cases"], checked, strict=True):
-            cand, base = got["candidate"], got["reference"]
-            if cand["launches"] == 0:
-                return (Verdict.REJECTED, f"size {p.label(case.size)}: no kernel of its own launched while "
-                        "timed", tuple(sizes))
-            if not case.stateful:
-                c = compare_outputs(cand["last_output"], list(case.timing.expected), p.atol, p.rtol)
-                if not c.ok:
-                    return (Verdict.INCORRECT, f"size {p.label(case.size)}: the last timed call's output is wrong "
-                            f"({c.reason}); results must not be cached across calls", tuple(sizes))
-            med, spread = summarize(cand["ms"])
-            ref_med, _ = summarize(base["ms"])
-            compiled = got.get("compiled", {})
-            comp_med = round(summarize(compiled["ms"])[0], 6) if compiled.get("ms") else None
-            nvml = [e.get("nvml") for e in (cand, base) if e.get("nvml")]
-            throttled = any(n.get("throttled") for n in nvml) if nvml else None
-            size = SizeResult(prev.size, prev.max_abs_err, prev.max_rel_err, round(med, 6), round(spread, 4),
-                              round(ref_med, 6), prev.launches, comp_med, throttled=throttled)
-            size, impossible = with_roofline(size, case.flops, case.min_bytes, self.calibration, self.settings,
-                                             self.dtype)
+            launches = None
+            weights = "A"
+            checks = list(sp.calls)
+            for planned in checks:
+                if planned.weights != weights:
+                    w.ask(P.Load(sp.state_b), deadline, P.Done)
+                    weights = planned.weights
+                out = self._call(w, next_id, planned.inputs, None, deadline)
+                firsts[next_id] = out.outputs
+                next_id += 1
+                max_share = max(max_share, judge.torch_share(out.torch_work, sp.work))
+                ops |= set(out.torch_ops)
+                j = judge.judge_call(planned, out, sp, p.atol, p.rtol, share, passed)
+                if not j.ok:
+                    raise _Stop(j.verdict, j.reason, sizes=tuple(sizes), torch_ops=out.torch_ops)
+                foreign = judge.foreign_reason(out, share)
+                if foreign and not budget_inf:
+                    raise _Stop(Verdict.REJECTED, f"size {sp.label}: {foreign}", sizes=tuple(sizes))
+                passed += 1
+                launches = out.launches if launches is None else min(launches, out.launches)
+                worst_abs, worst_rel = max(worst_abs, j.max_abs_err), max(worst_rel, j.max_rel_err)
+                if planned.kind == "weights B" and ready.configs > 1 and not sp.stateful:
+                    passed = self._check_configs(w, sp, planned, ready.configs, next_id, deadline, passed)
+                    next_id += min(ready.configs, s.max_config_checks)
+            reused = judge.judge_recheck(firsts, w.ask(P.Recheck(tuple(firsts)), deadline, P.Outputs).outputs,
+                                         sp.label)
+            if reused:
+                raise _Stop(Verdict.INCORRECT, reused, sizes=tuple(sizes))
+            state_problem = judge.judge_state(w.ask(P.GetState(), deadline, P.State).state_dict, sp, p.atol, p.rtol)
+            if state_problem:
+                raise _Stop(Verdict.INCORRECT, state_problem, sizes=tuple(sizes))
+            w.ask(P.Release(tuple(firsts)), deadline, P.Done)
+            result = SizeResult(sp.size, worst_abs, worst_rel, launches=launches)
+            if not sp.extra:
+                result, next_id, passed = self._time(w, sp, result, next_id, deadline, passed)
+            sizes.append(result)
+        timed = [r for r, sp in zip(sizes, plan.sizes, strict=True) if not sp.extra]
+        hybrid = budget_inf and max_share > share
+        ok_sizes = []
+        for r, sp in zip(timed, [sp for sp in plan.sizes if not sp.extra], strict=True):
+            r, impossible = with_roofline(r, sp.flops, sp.min_bytes, self.calibration, s, self.dtype)
             if impossible:
-                return Verdict.REJECTED, f"size {p.label(case.size)}: {impossible}", tuple(sizes)
-            sizes.append(size)
-        return Verdict.CORRECT, "", tuple(sizes)
+                raise _Stop(Verdict.REJECTED, f"size {sp.label}: {impossible}", sizes=tuple(ok_sizes))
+            ok_sizes.append(r)
+        profile = text = None
+        if self.device == "cuda":
+            profile, text = profile_of({"cases": self._facts}, tuple(ok_sizes), self.calibration, self.dtype,
+                                       s.allow_tf32)
+        return done(Verdict.CORRECT, "", sizes=tuple(ok_sizes), torch_ops=tuple(sorted(ops)),
+                    timing="cuda-events" if self.device == "cuda" else "cpu-interpreter",
+                    speedup=geomean_speedup(tuple(ok_sizes)),
+                    speedup_compiled=geomean_speedup(tuple(ok_sizes), "compiled_ms"),
+                    profile=profile, profile_text=text, hybrid=hybrid, torch_share=round(max_share, 4))
+
+    def _call(self, w: _Worker, call_id: int, inputs: tuple[Any, ...], pin: int | None, deadline: float) -> P.Output:
+        return w.ask(P.Call(call_id, inputs, pin), deadline, P.Output)
+
+    def _check_configs(self, w: _Worker, sp: SizePlan, planned: Any, n: int, first_id: int, deadline: float,
+                       passed: int) -> int:
+        """Every autotune config on one draw: another GPU may pick another one."""
+        p = self.problem
+        for i in range(min(n, self.settings.max_config_checks)):
+            out = self._call(w, first_id + i, planned.inputs, i, deadline)
+            j = judge.judge_call(planned, out, sp, p.atol, p.rtol, self.settings.torch_compute_share, passed)
+            if not j.ok:
+                which = f" ({out.foreign[0]})" if out.foreign else ""
+                raise _Stop(j.verdict, f"autotune config {i}{which}: {j.reason}")
+            passed += 1
+        w.ask(P.Release(tuple(range(first_id, first_id + min(n, self.settings.max_config_checks)))), deadline,
+              P.Done)
+        return passed
+
+    # -- timing ----------------------------------------------------------------------------
+    def _timing_draws(self, sp: SizePlan) -> tuple[int, list[tuple[Any, ...]]]:
+        s = self.settings
+        if self.device == "cuda":
+            warmup, reps = s.gpu_warmup, s.gpu_reps
+            first = sp.draw(0)
+            per = sum(t.numel() * t.element_size() for t in first if isinstance(t, torch.Tensor)) or 1
+            n = max(4, min(warmup + reps, s.timing_bytes // per))
+            warmup = min(warmup, n // 3)
+            return warmup, [first] + [sp.draw(i) for i in range(1, n)]
+        return s.cpu_warmup, [sp.draw(i) for i in range(s.cpu_warmup + s.cpu_reps)]
+
+    def _time(self, w: _Worker, sp: SizePlan, result: SizeResult, next_id: int, deadline: float,
+              passed: int) -> tuple[SizeResult, int, int]:
+        s, p = self.settings, self.problem
+        warmup, draws = self._timing_draws(sp)
+        restore = sp.state_b if sp.stateful else None
+        cand: P.Timed = w.ask(P.Time(next_id, tuple(draws), warmup, restore), deadline, P.Timed)
+        ids = list(range(next_id, next_id + len(draws)))
+        if cand.poisoned:
+            raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: "
+                        f"{judge.torch_reason(cand.torch_work, (), sp, s.torch_compute_share)}")
+        if cand.launches == 0 and self.device == "cpu":
+            raise _Stop(Verdict.REJECTED, f"size {sp.label}: no kernel of its own launched while timed")
+        checked = ids if self.device == "cpu" else sorted(random.SystemRandom().sample(ids, min(len(ids),
+                                                                                              s.timed_checks)))
+        got = w.ask(P.Recheck(tuple(ids)), deadline, P.Outputs).outputs if self.device == "cpu" else \
+            w.ask(P.Recheck(tuple(checked)), deadline, P.Outputs).outputs
+        expected = {i: sp.reference(draws[i - next_id]) for i in checked}
+        wrong = judge.judge_timed(got, expected, sp, p.atol, p.rtol, passed)
+        if wrong:
+            raise _Stop(Verdict.INCORRECT, wrong)
+        w.ask(P.Release(tuple(ids)), deadline, P.Done)
+        base = self._time_reference(sp, draws, warmup, restore)
+        med, spread = summarize(cand.ms)
+        ref_med, _ = summarize(base.ms)
+        compiled = base.extra.get("compiled_ms")
+        comp_med = round(summarize(compiled)[0], 6) if isinstance(compiled, list) and compiled else None
+        nvml = [e.get("nvml") for e in (cand.extra, base.extra) if e.get("nvml")]
+        throttled = any(n.get("throttled") for n in nvml) if nvml else None
+        if self.device == "cuda":
+            self._facts.append({"candidate": cand.extra, "reference": base.extra})
+        return (replace(result, latency_ms=round(med, 6), latency_spread=round(spread, 4),
+                        reference_ms=round(ref_med, 6), compiled_ms=comp_med, throttled=throttled),
+                next_id + len(draws), passed + len(checked))
+
+    def _time_reference(self, sp: SizePlan, draws: list[tuple[Any, ...]], warmup: int,
+                        restore: dict[str, torch.Tensor] | None) -> P.Timed:
+        """The reference, timed on the same draws in a worker no candidate ever ran in."""
+        deadline = time.monotonic() + max(self.settings.timeout_s, 60.0)
+        for attempt in range(2):
+            try:
+                if self._ref_worker is None:
+                    ref_dir = Path(tempfile.mkdtemp(prefix="reference-", dir=self._dir))
+                    self._ref_worker = _Worker(self._zygote_ready(), "reference", ref_dir)
+                    self._ref_worker.ask(self._setup("reference"), deadline, P.Ready)
+                rw = self._ref_worker
+                rw.ask(P.Construct(sp.index, sp.label, sp.init_inputs, 0.0, sp.size), deadline, P.Done)
+                rw.ask(P.Load(sp.state_b), deadline, P.Done)
+                timed = rw.ask(P.Time(0, tuple(draws), warmup, restore), deadline, P.Timed)
+                rw.ask(P.Release(tuple(range(len(draws)))), deadline, P.Done)
+                return timed
+            except (_Stop, sandbox.ZygoteError) as e:
+                if self._ref_worker is not None:
+                    self._ref_worker.close()
+                    self._ref_worker = None
+                if attempt:
+                    reason = e.reason if isinstance(e, _Stop) else str(e)
+                    raise _Stop(Verdict.CRASH, f"timing the reference failed: {reason}") from None
+        raise AssertionError("unreachable")

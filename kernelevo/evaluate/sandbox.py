@@ -1,8 +1,9 @@
-"""The controller's handle on the zygote: fork a worker, wait for it with a deadline, kill it.
+"""The controller's handle on the zygote: fork a worker connected by its own socket, learn when
+it ends, kill it.
 
-The zygote starts with a scrubbed environment (no API keys or other credentials) in its own
-session; each worker is in a session of its own, so killing its process group also ends
-anything the candidate started.
+The zygote starts with a scrubbed environment (no API keys or other credentials), Dynamo
+switched off, in its own session; each worker is in a session of its own, so killing its
+process group also ends anything the candidate started.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+from kernelevo.evaluate.protocol import Channel
 
 # Environment a worker may see. Everything else (API keys, cloud credentials, tokens) stays out.
 _ENV_ALLOW = re.compile(
-    r"^(PATH|HOME|USER|LOGNAME|LANG|LC_\w+|TZ|TMPDIR|TEMP|TMP|PYTHONPATH|PYTHONHASHSEED|VIRTUAL_ENV|"
+    r"^(PATH|HOME|USER|LOGNAME|LANG|LC_\w+|TZ|PYTHONPATH|PYTHONHASHSEED|VIRTUAL_ENV|"
     r"CONDA_PREFIX|LD_LIBRARY_PATH|CUDA_\w+|NVIDIA_\w+|TRITON_\w+|CUPY_\w+|CC|CXX|XDG_CACHE_HOME|"
-    r"OMP_NUM_THREADS|MKL_NUM_THREADS|TORCH_CUDA_ARCH_LIST|TORCHINDUCTOR_CACHE_DIR|PYTORCH_\w+)$"
+    r"OMP_NUM_THREADS|MKL_NUM_THREADS|TORCH_CUDA_ARCH_LIST|TORCHINDUCTOR_CACHE_DIR|TORCH_EXTENSIONS_DIR|PYTORCH_\w+)$"
 )
 _ENV_DENY = re.compile(r"KEY|TOKEN|SECRET|PASS|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
 
@@ -36,6 +39,7 @@ def worker_env(device: str, allow_tf32: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if _ENV_ALLOW.match(k) and not _ENV_DENY.search(k)}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    env["TORCH_COMPILE_DISABLE"] = "1"  # torch.compile however reached is plain (poisoned) PyTorch
     if device == "cpu":
         env["TRITON_INTERPRET"] = "1"
     else:
@@ -59,7 +63,7 @@ def describe_status(status: int) -> str:
 
 
 class Zygote:
-    """One warm parent process; ``fork`` gives a fresh worker per candidate."""
+    """One warm parent process; ``fork`` gives a fresh worker and a channel to it."""
 
     def __init__(self, device: str, allow_tf32: bool, start_timeout_s: float = 120.0):
         self._cond = threading.Condition()
@@ -67,15 +71,16 @@ class Zygote:
         self._forked: list[int] = []
         self._ready = False
         self.dead = False
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kernelevo.evaluate.zygote"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=worker_env(device, allow_tf32),
-            start_new_session=True,
-            close_fds=True,
-        )
+        self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._send_lock = threading.Lock()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "kernelevo.evaluate.zygote", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=worker_env(device, allow_tf32), start_new_session=True, pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
         self._start_timeout_s = start_timeout_s
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -91,40 +96,53 @@ class Zygote:
             raise ZygoteError("the evaluation worker failed to start (is kernelevo importable?)")
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
+        pending = b""
+        while True:
             try:
-                msg = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            with self._cond:
-                if msg.get("ready"):
-                    self._ready = True
-                elif "pid" in msg:
-                    self._forked.append(int(msg["pid"]))
-                elif "exit" in msg:
-                    self._exits[int(msg["exit"])] = int(msg["status"])
-                self._cond.notify_all()
+                chunk = self._ctl.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            pending += chunk
+            while b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                try:
+                    msg = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue
+                with self._cond:
+                    if msg.get("ready"):
+                        self._ready = True
+                    elif "pid" in msg:
+                        self._forked.append(int(msg["pid"]))
+                    elif "exit" in msg:
+                        self._exits[int(msg["exit"])] = int(msg["status"])
+                    self._cond.notify_all()
         with self._cond:
             self.dead = True
             self._cond.notify_all()
 
-    def fork(self, job_dir: Path, job_file: Path, secret: bytes, timeout_s: float = 30.0) -> int:
+    def fork(self, role: str, job_dir: Path, timeout_s: float = 30.0) -> tuple[int, Channel]:
+        """A new worker in ``role`` ("candidate" or "reference") and a signed channel to it."""
         self.wait_ready()
-        if self.dead or self.proc.stdin is None:
-            raise ZygoteError("the evaluation worker is gone")
-        req = {"op": "fork", "job_dir": str(job_dir), "job_file": str(job_file), "secret": secret.hex()}
-        line = json.dumps(req) + "\n"
+        key = os.urandom(32)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        req = json.dumps({"op": "fork", "role": role, "job_dir": str(job_dir), "key": key.hex()}) + "\n"
         try:
-            self.proc.stdin.write(line.encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as e:
+            with self._send_lock:
+                socket.send_fds(self._ctl, [req.encode()], [theirs.fileno()])
+        except OSError as e:
+            mine.close()
             self.dead = True
             raise ZygoteError("the evaluation worker is gone") from e
+        finally:
+            theirs.close()
         with self._cond:
             if not self._cond.wait_for(lambda: self._forked or self.dead, timeout_s) or not self._forked:
+                mine.close()
                 raise ZygoteError("the evaluation worker did not fork")
-            return self._forked.pop(0)
+            return self._forked.pop(0), Channel(mine, key)
 
     def wait(self, pid: int, timeout_s: float) -> int | None:
         """The worker's wait status once it has ended, or None if it is still running."""
@@ -145,12 +163,15 @@ class Zygote:
         self.wait(pid, 2.0)
 
     def close(self) -> None:
+        try:
+            self._ctl.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._ctl.close()
         if self.proc.poll() is None:
             try:
-                if self.proc.stdin:
-                    self.proc.stdin.close()
                 self.proc.wait(5)
-            except (subprocess.TimeoutExpired, OSError):
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.dead = True
@@ -162,17 +183,3 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def wait_for_file(path: Path, zygote: Zygote, pid: int, deadline: float) -> tuple[bool, int | None]:
-    """Wait until ``path`` exists, the worker ends, or ``deadline`` (monotonic) passes.
-    Returns (file appeared, wait status if the worker ended)."""
-    while True:
-        if path.exists():
-            return True, None
-        remaining = deadline - time.monotonic()
-        status = zygote.wait(pid, min(0.005, max(remaining, 0.0)))
-        if status is not None:
-            return path.exists(), status
-        if remaining <= 0:
-            return False, None

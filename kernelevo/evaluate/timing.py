@@ -1,28 +1,37 @@
-"""Timing loops, run in the worker for the candidate and then the reference, the same way.
+"""Timing loops, the same for a candidate and for the reference (each in its own process).
 
-Each repetition gets inputs with fresh values (the timing draw with its elements rolled by
-r + 1 places: same distribution, different value at every position), written into the same
-buffers outside the timed region, so an answer cached by shape, pointer or version is
-stale; the last repetition gets the timing draw exactly and its output goes back to the
-controller to be checked.
+Every call, warm-up included, gets a fresh draw of inputs made by the problem's own
+``get_inputs()`` in the controller, so a timed call looks exactly like a checked one; its
+output is kept (a reference, not a copy: a buffer the candidate reuses shows when it is
+compared later) and the controller checks timed outputs after the block, outside any timed
+region. Inputs are moved to the device, and a stateful model's state restored, before the
+clock starts.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from kernelevo.evaluate import hooks
+# Captured at import, before any candidate exists in the process: the worker's clocks.
+clock_ns: Callable[[], int] = time.perf_counter_ns
+_SYNC = torch.cuda.synchronize
+_EVENT = torch.cuda.Event
+
+
+def synchronize() -> None:
+    _SYNC()
 
 
 @dataclass(frozen=True)
 class Samples:
     ms: tuple[float, ...]
-    last_output: Any
+    outputs: tuple[Any, ...]  # every call's output, warm-up first
     graph: bool = False  # timed as CUDA-graph replays
 
 
@@ -35,100 +44,82 @@ def summarize(ms: Sequence[float]) -> tuple[float, float]:
     return med, (q[2] - q[0]) / med
 
 
-class RotatingInputs:
-    """Fixed device buffers refilled before each repetition (outside the timed region)."""
-
-    def __init__(self, base: list[Any]):
-        self.base = base
-        self.bufs = [b.clone() if isinstance(b, torch.Tensor) else b for b in base]
-
-    def fill(self, rep: int | None) -> list[Any]:
-        """Values for repetition ``rep``; ``None`` means the exact timing draw."""
-        with torch.no_grad():
-            for src, buf in zip(self.base, self.bufs, strict=True):
-                if not isinstance(src, torch.Tensor):
-                    continue
-                if rep is None or src.numel() < 2:
-                    buf.copy_(src)
-                else:
-                    buf.copy_(src.reshape(-1).roll(rep + 1).reshape(src.shape))
-        return self.bufs
-
-
-def time_cpu(fn: Callable[..., Any], inputs: RotatingInputs, warmup: int, reps: int) -> Samples:
-    clock = hooks.clock_ns
-    for r in range(warmup):
-        fn(*inputs.fill(r))
+def time_cpu(fn: Callable[..., Any], prepare: Callable[[int], list[Any]], n: int, warmup: int) -> Samples:
+    """``prepare(i)`` gives call ``i``'s arguments (untimed); calls ``warmup`` and after are timed."""
     ms: list[float] = []
-    out = None
-    for r in range(reps):
-        last = r == reps - 1
-        args = inputs.fill(None if last else warmup + r)
-        t0 = clock()
-        out = fn(*args)
-        ms.append((clock() - t0) / 1e6)
-    return Samples(tuple(ms), out)
+    outs: list[Any] = []
+    for i in range(n):
+        args = prepare(i)
+        t0 = clock_ns()
+        outs.append(fn(*args))
+        if i >= warmup:
+            ms.append((clock_ns() - t0) / 1e6)
+    return Samples(tuple(ms), tuple(outs))
 
 
-def _graphed(fn: Callable[..., Any], inputs: RotatingInputs, sync: Callable[[], None]) -> Callable[..., Any] | None:
-    """``fn`` captured as a CUDA graph over the rotating buffers, or None when it cannot be
-    captured (a sync or a host read inside forward). Replays skip the launch overhead that
-    dominates kernels of a few microseconds; every repetition still refills the same buffers."""
+def _graphed(fn: Callable[..., Any], args: list[Any]) -> tuple[Callable[[], Any], Any] | None:
+    """``fn`` captured as a CUDA graph over ``args``'s buffers, or None when it cannot be captured
+    (a sync or a host read inside forward). Replays skip the launch overhead that dominates
+    kernels of a few microseconds."""
     try:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            fn(*inputs.bufs)  # warm the allocator and Triton's caches on the capture stream
+            fn(*args)  # warm the allocator and Triton's caches on the capture stream
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = fn(*inputs.bufs)
-        sync()
+            out = fn(*args)
+        _SYNC()
     except Exception:
-        torch.cuda.synchronize()
+        _SYNC()
         return None
+    return graph.replay, out
 
-    def replay(*_: Any) -> Any:
-        graph.replay()
-        return out
 
-    return replay
+def _clone(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_clone(o) for o in out)
+    return out
 
 
 def time_cuda(
-    fn: Callable[..., Any], inputs: RotatingInputs, warmup: int, reps: int, max_time_s: float, l2_bytes: int,
-    graph: bool = False,
+    fn: Callable[..., Any], prepare: Callable[[int], list[Any]], n: int, warmup: int, l2_bytes: int,
+    max_time_s: float, graph: bool = False,
 ) -> Samples:
     """Device events around each call; every stream is synchronised before the end event is
     recorded, so work on a side stream is counted. L2 is flushed with twice its size."""
-    sync = hooks._ORIGINALS["torch.cuda.synchronize"]
-    event = hooks._ORIGINALS["torch.cuda.Event"]
     flush = torch.empty(max(2 * l2_bytes, 1 << 20), dtype=torch.uint8, device="cuda")
-    for r in range(warmup):
-        fn(*inputs.fill(r))
-    sync()
-    replay = _graphed(fn, inputs, sync) if graph else None
-    if replay is not None:
-        fn = replay
     ms: list[float] = []
-    out = None
-    budget_ns = max_time_s * 1e9
-    started = hooks.clock_ns()
-    r = 0
-    while True:
-        last = r >= reps - 1 or (r >= 10 and hooks.clock_ns() - started > budget_ns)
-        args = inputs.fill(None if last else warmup + r)
+    outs: list[Any] = []
+    replay = None
+    static: list[Any] = []
+    started = clock_ns()
+    for i in range(n):
+        args = prepare(i)
+        if graph and i == warmup:
+            captured = _graphed(fn, args)
+            if captured is not None:
+                replay, out0 = captured
+                static = args
+        if replay is not None:  # the graph reads the captured buffers: refill them
+            for buf, a in zip(static, args, strict=True):
+                if isinstance(buf, torch.Tensor):
+                    buf.copy_(a)
         flush.zero_()
-        sync()
-        start, end = event(enable_timing=True), event(enable_timing=True)
+        _SYNC()
+        start, end = _EVENT(enable_timing=True), _EVENT(enable_timing=True)
         start.record()
-        out = fn(*args)
-        sync()
+        out = replay() if replay is not None else fn(*args)
+        _SYNC()
         end.record()
         end.synchronize()
-        ms.append(start.elapsed_time(end))
-        r += 1
-        if last:
-            if replay is not None:  # the graph's output buffer is reused by the next replay
-                out = [o.clone() for o in out] if isinstance(out, (list, tuple)) else out.clone()
-            return Samples(tuple(ms), out, graph=replay is not None)
+        if i >= warmup:
+            ms.append(start.elapsed_time(end))
+        # A replay rewrites the graph's own output buffer: keep a copy, made outside the timed region.
+        outs.append(_clone(out0) if replay is not None else out)
+        if i >= warmup + 10 and clock_ns() - started > max_time_s * 1e9:
+            break
+    return Samples(tuple(ms), tuple(outs), graph=replay is not None)

@@ -48,6 +48,10 @@ class Evaluation:
     speedup_compiled: float | None = None  # geometric mean against the torch.compile'd reference
     profile: dict[str, Any] | None = None  # raw profile values: kernels' compile metadata, NVML, ceilings
     profile_text: str | None = None  # the same, rendered for a prompt
+    seed: int | None = None  # the draws' seed: ``--seed`` reproduces this verdict
+    hybrid: bool = False  # PyTorch did a real share of the work (only with --allow-torch-compute)
+    torch_share: float | None = None  # the most PyTorch compute any call did, as a share of the reference's
+    notes: tuple[str, ...] = ()  # what the judge could not check here (no extra size, no Landlock, ...)
     elapsed_s: float = 0.0
     log: str = field(default="", repr=False)  # the tail of the worker's stdout/stderr
 
@@ -60,6 +64,7 @@ class Evaluation:
         d["verdict"] = self.verdict.value
         d["sizes"] = [_clean(asdict(s)) for s in self.sizes]
         d["torch_ops"] = list(self.torch_ops)
+        d["notes"] = list(self.notes)
         return _clean(d)
 
     @staticmethod
@@ -72,7 +77,8 @@ class Evaluation:
             device=d.get("device", ""), timing=d.get("timing"), sizes=sizes, speedup=d.get("speedup"),
             error=d.get("error"), torch_ops=tuple(d.get("torch_ops", ())), elapsed_s=d.get("elapsed_s", 0.0),
             speedup_compiled=d.get("speedup_compiled"), profile=d.get("profile"),
-            profile_text=d.get("profile_text"), log=d.get("log", ""),
+            profile_text=d.get("profile_text"), log=d.get("log", ""), seed=d.get("seed"),
+            hybrid=bool(d.get("hybrid", False)), torch_share=d.get("torch_share"), notes=tuple(d.get("notes", ())),
         )
 
 

@@ -1,18 +1,21 @@
-"""The candidate's side: a forked child of the zygote that imports one candidate and runs it.
+"""A worker: a forked child of the zygote that serves the controller one step at a time.
 
-It receives inputs and weights, never expected outputs. It writes two signed result files:
-``check`` (outputs of every draw, launches, input digests, buffers, the ops it called) and
-then ``timing`` (samples for candidate and reference, and the last timed output). The
-controller judges both; this process only reports what it saw.
+Two roles. A **candidate** worker confines itself (Landlock, an audit hook, PyTorch's compute
+poisoned, host reads refused, the judge's modules hidden), imports the candidate before any
+input exists in its process, then builds, loads, calls and times ``ModelNew`` as asked,
+answering each step with what it saw: outputs (copied to the CPU), launches of its own
+kernels, PyTorch compute it did, whether it left the process as it found it. A
+**reference** worker is a process no candidate ever ran in: the poison is taken out and it
+times the reference ``Model``. Neither sees an expected output; the controller judges.
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import importlib.util
-import io
 import os
 import re
+import socket
 import sys
 import traceback
 from pathlib import Path
@@ -21,16 +24,16 @@ from typing import Any
 import torch
 
 from kernelevo.candidate import detect_language
-from kernelevo.evaluate import hooks
-from kernelevo.evaluate.timing import RotatingInputs, time_cpu, time_cuda
+from kernelevo.evaluate import confine, interpreter, launches, poison
+from kernelevo.evaluate import protocol as P
+from kernelevo.evaluate.timing import Samples, synchronize, time_cpu, time_cuda
 from kernelevo.problem import flatten_outputs, load_problem
-from kernelevo.reference import OpRecorder, digest, fp32_precision, to_device
+from kernelevo.reference import fp32_precision
 
 CANDIDATE_FILE = "candidate.py"
-JOB_FILE = "job.pt"
 PROGRESS_FILE = "progress"
 LOG_FILE = "log"
-_T0 = 0
+_NUMPY = torch.Tensor.numpy  # the harness's own host reads, before anything replaces them
 
 
 class Failure(Exception):
@@ -41,26 +44,7 @@ class Failure(Exception):
         self.verdict, self.reason, self.tb = verdict, reason, tb
 
 
-def sign(secret: bytes, payload: bytes) -> str:
-    return hmac.new(secret, payload, "sha256").hexdigest()
-
-
-def write_result(job_dir: Path, name: str, obj: Any, secret: bytes) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
-    tmp = job_dir / f".{name}.tmp"
-    tmp.write_bytes(data)
-    (job_dir / f"{name}.sig").write_text(sign(secret, data))
-    os.replace(tmp, job_dir / name)  # appears whole or not at all
-
-
-def _progress(job_dir: Path, text: str) -> None:
-    with open(job_dir / PROGRESS_FILE, "a") as f:
-        f.write(f"{text} [{(hooks.clock_ns() - _T0) / 1e6:.0f} ms]\n")
-
-
-def _describe(e: BaseException, candidate_file: str) -> tuple[str, str, str]:
+def describe(e: BaseException, candidate_file: str) -> tuple[str, str, str]:
     """(verdict, one-line reason, traceback excerpt) for an exception from candidate code."""
     kind = "runtime_error"
     try:
@@ -82,14 +66,244 @@ def _describe(e: BaseException, candidate_file: str) -> tuple[str, str, str]:
     frames = traceback.extract_tb(e.__traceback__)
     mine = [f for f in frames if f.filename == candidate_file]
     where = f" (candidate line {mine[-1].lineno}: {(mine[-1].line or '').strip()})" if mine else ""
-    reason = f"{type(e).__name__}: {msg[0][:300] if msg else ''}{where}"
     tb_lines = "".join(traceback.format_exception(e)).splitlines()
-    return kind, reason, "\n".join(tb_lines[-25:])
+    tb = "\n".join(tb_lines[-25:])
+    fault = interpreter.interpreter_fault(e, tb)
+    if fault:
+        return "runtime_error", fault + where, tb
+    return kind, f"{type(e).__name__}: {msg[0][:300] if msg else ''}{where}", tb
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        hooks._ORIGINALS["torch.cuda.synchronize"]()
+def digest(values: Any) -> str:
+    """SHA-256 of every tensor's bytes, shape and dtype (and of the other values' reprs)."""
+    h = hashlib.sha256()
+    for v in flatten_outputs(values):
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu", copy=True).contiguous()
+            h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+            h.update(_NUMPY(t.reshape(-1).view(torch.uint8)).tobytes())
+        else:
+            h.update(repr(v).encode())
+    return h.hexdigest()
+
+
+def to_device(values: Any, device: str) -> Any:
+    if isinstance(values, torch.Tensor):
+        return values.to(device, copy=True)
+    if isinstance(values, (list, tuple)):
+        return type(values)(to_device(v, device) for v in values)
+    return values
+
+
+def to_host(out: Any) -> tuple[torch.Tensor, ...]:
+    return tuple(o.detach().to("cpu", copy=True) for o in flatten_outputs(out))
+
+
+def aliases(outputs: list[torch.Tensor], inputs: list[Any]) -> bool:
+    """Whether any output shares memory with any input tensor."""
+    spans = []
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.numel():
+            s = t.untyped_storage()
+            spans.append((s.data_ptr(), s.data_ptr() + s.nbytes()))
+    for o in outputs:
+        if o.numel() == 0:
+            continue
+        s = o.untyped_storage()
+        lo, hi = s.data_ptr(), s.data_ptr() + s.nbytes()
+        if any(lo < e and b < hi for b, e in spans):
+            return True
+    return False
+
+
+def _progress(job_dir: Path, text: str) -> None:
+    try:
+        with open(job_dir / PROGRESS_FILE, "a") as f:
+            f.write(text + "\n")
+    except OSError:
+        pass
+
+
+class _Model:
+    """The model being judged and the process state each step must leave as found."""
+
+    def __init__(self, chan: P.Channel, setup: P.Setup, job_dir: Path, cls: type, candidate: str,
+                 counter: launches.LaunchCounter | None, meter: poison.Meter | None,
+                 state: confine.ProcessState | None):
+        self.chan, self.setup, self.job_dir = chan, setup, job_dir
+        self.cls, self.candidate = cls, candidate
+        self.counter, self.meter, self.state = counter, meter, state
+        self.device = setup.device
+        self.model: Any = None
+        self.budget = 0.0
+        self.kept: dict[int, Any] = {}
+        self.models: dict[int, Any] = {}  # reference worker: one per size, reused across evaluations
+
+    # -- steps ------------------------------------------------------------------------------
+    def construct(self, msg: P.Construct) -> None:
+        _progress(self.job_dir, f"size {msg.label}: constructing the model")
+        self.budget = msg.budget
+        if self.meter is None and msg.size in self.models:
+            self.model = self.models[msg.size]
+            return
+        self._begin(float("inf"))  # a constructor may compute what its reference constructor computes
+        self.model = self._guarded(lambda: self.cls(*msg.init_inputs), f"size {msg.label}: constructing the model")
+        self.model = self.model.to(self.device)
+        if self.meter is None:
+            self.models[msg.size] = self.model
+
+    def load(self, msg: P.Load) -> None:
+        try:
+            self.model.load_state_dict(to_device(msg.state_dict, self.device), strict=True)
+        except Exception as e:
+            first = str(e).strip().splitlines()
+            raise Failure("rejected", f"ModelNew's state_dict does not match the reference: "
+                          f"{first[0] if first else e}") from e
+
+    def call(self, msg: P.Call) -> P.Output:
+        args = to_device(list(msg.inputs), self.device)
+        before = self.counter() if self.counter else 0
+        used: list[str] = []
+        watch = self.counter.watch() if self.counter else _null()
+        self._begin(self.budget)
+        with launches.pin(self.counter, msg.pin) if self.counter else _null() as used, watch:
+            out = self._guarded(lambda: self._forward(*args), f"call {msg.id}")
+        synchronize() if self.device == "cuda" else None
+        flat = self._check_outputs(out, args, f"call {msg.id}")
+        self.kept[msg.id] = flat
+        self._violation(f"call {msg.id}")
+        m = self.meter
+        return P.Output(
+            msg.id, to_host(flat), (self.counter() - before) if self.counter else 0, digest(args),
+            m.spent if m else 0.0, m.top_ops() if m else (), bool(m and m.poisoned),
+            tuple(sorted(self.counter.dtypes)) if self.counter else (), tuple(used),
+        )
+
+    def recheck(self, msg: P.Recheck) -> P.Outputs:
+        return P.Outputs({i: to_host(self.kept[i]) for i in msg.ids if i in self.kept})
+
+    def release(self, msg: P.Release) -> None:
+        for i in msg.ids:
+            self.kept.pop(i, None)
+
+    def get_state(self) -> P.State:
+        return P.State({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
+
+    def time(self, msg: P.Time) -> P.Timed:
+        t = self.setup.timing
+        draws = list(msg.draws)
+        restore = to_device(msg.restore, self.device) if msg.restore is not None else None
+        spent = [0.0]
+        poisoned = [False]
+
+        def prepare(i: int) -> list[Any]:
+            if restore is not None:
+                self.model.load_state_dict(restore)
+            if self.meter is not None:
+                spent[0] = max(spent[0], self.meter.spent)
+                poisoned[0] = poisoned[0] or self.meter.poisoned
+                self._begin(self.budget)
+            return to_device(list(draws[i]), self.device)
+
+        before = self.counter() if self.counter else 0
+        fn = self._forward
+        if self.device == "cuda":
+            s = self._guarded(lambda: time_cuda(fn, prepare, len(draws), msg.warmup, t["l2_bytes"],
+                                                 t["gpu_max_time_s"], graph=bool(t.get("cuda_graph"))), "timing")
+        else:
+            s = self._guarded(lambda: time_cpu(fn, prepare, len(draws), msg.warmup), "timing")
+        if self.meter is not None:
+            spent[0], poisoned[0] = max(spent[0], self.meter.spent), poisoned[0] or self.meter.poisoned
+        for i, out in enumerate(s.outputs):
+            self.kept[msg.first_id + i] = self._check_outputs(out, [], f"timed call {msg.first_id + i}")
+        self._violation("timing")
+        extra = self._device_facts(s) if self.device == "cuda" else {}
+        if self.meter is None and t.get("compile_baseline"):
+            extra["compiled_ms"] = self._compiled(msg, prepare)
+        return P.Timed(s.ms, (self.counter() - before) if self.counter else 0, s.graph, extra, spent[0], poisoned[0])
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _forward(self, *args: Any) -> Any:
+        with torch.no_grad():
+            return self.model(*args)
+
+    def _begin(self, budget: float) -> None:
+        if self.meter is not None:
+            self.meter.begin(budget)
+
+    def _guarded(self, fn: Any, what: str) -> Any:
+        try:
+            return fn()
+        except Failure:
+            raise
+        except Exception as e:
+            kind, reason, tb = describe(e, self.candidate)
+            problem = self.state.violation() if self.state else None
+            if problem:  # the error came from a refusal (or happened alongside one): say that
+                raise Failure("rejected", f"{what}: {problem}", tb) from e
+            raise Failure(kind, f"{what}: {reason}", tb) from e
+
+    def _check_outputs(self, out: Any, inputs: list[Any], what: str) -> list[torch.Tensor]:
+        flat = list(flatten_outputs(out))
+        for o in flat:
+            if type(o) is not torch.Tensor:
+                raise Failure("rejected", f"{what}: forward returned {type(o).__name__}; outputs must be plain "
+                              "torch.Tensor")
+        if inputs and aliases(flat, inputs):
+            raise Failure("rejected", f"{what}: an output shares memory with an input; return a new tensor")
+        return flat
+
+    def _violation(self, what: str) -> None:
+        problem = self.state.violation() if self.state else None
+        if problem:
+            raise Failure("rejected", f"{what}: {problem}")
+
+    def _device_facts(self, s: Samples) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from kernelevo.profile.gpu import nvml_sample
+        from kernelevo.profile.triton_meta import compiled_kernels
+
+        sample = nvml_sample(torch.cuda.current_device())
+        facts: dict[str, Any] = {"nvml": None if sample is None else asdict(sample)}
+        if self.counter is not None:
+            facts["kernels"] = [asdict(m) for jit in self.counter.jit.values() if jit is not None
+                                for m in compiled_kernels(jit)]
+        return facts
+
+    def _compiled(self, msg: P.Time, prepare: Any) -> list[float] | str:
+        """The reference under torch.compile, compiled once per size in this (reference) worker."""
+        key = ("compiled", id(self.model))
+        try:
+            if key not in self.models:
+                import torch._dynamo.config as dynamo_config
+                import torch._inductor.config as inductor_config
+
+                dynamo_config.disable = False
+                inductor_config.compile_threads = 1  # no compile worker pool inside a worker we may kill
+                self.models[key] = torch.compile(self.model)
+            compiled = self.models[key]
+
+            def fn(*args: Any) -> Any:
+                with torch.no_grad():
+                    return compiled(*args)
+
+            t = self.setup.timing
+            if self.device == "cuda":
+                s = time_cuda(fn, prepare, len(msg.draws), msg.warmup, t["l2_bytes"], t["gpu_max_time_s"])
+            else:
+                s = time_cpu(fn, prepare, len(msg.draws), msg.warmup)
+            return list(s.ms)
+        except Exception as e:  # the baseline failing to compile is not the candidate's fault
+            return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+
+class _null:
+    def __enter__(self) -> list[str]:
+        return []
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _load_candidate(path: str) -> type:
@@ -101,208 +315,107 @@ def _load_candidate(path: str) -> type:
     cls = getattr(module, "ModelNew", None)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise Failure("rejected", "the module defines no class ModelNew(nn.Module)")
-    for base in cls.__mro__:
-        if base.__module__.startswith("kernelevo_problem") or (
-            base.__name__ == "Model" and base is not cls and base.__module__ != "torch.nn.modules.module"
-        ):
-            raise Failure("rejected", "ModelNew subclasses the reference Model; write the forward yourself")
     return cls
 
 
-def _call(fn: Any, args: list[Any], candidate_file: str, what: str) -> Any:
+def _confine(job_dir: Path, candidate: str, device: str, refusals: list[str], host_reads: list[str]) -> str | None:
+    """Everything that must be in place before the candidate's first line runs."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    if interpreted:
+        interpreter.install()
+    note = confine.landlock(confine.writable_caches(job_dir))
+    confine.install_audit(candidate, refusals)
+    poison.Poison.refuse_host_reads(host_reads)
+    return note
+
+
+def serve(sock: socket.socket, key: bytes, job_dir: Path, role: str, pois: poison.Poison | None) -> int:
+    """Run one worker until the controller says goodbye; every outcome goes back as a message."""
+    chan = P.Channel(sock, key)
+    candidate = str(job_dir / CANDIDATE_FILE)
+    setup: P.Setup = chan.recv()
+    meter = state = counter = None
     try:
-        with torch.no_grad():
-            return fn(*args)
-    except Failure:
-        raise
-    except Exception as e:
-        kind, reason, tb = _describe(e, candidate_file)
-        raise Failure(kind, f"{what}: {reason}", tb) from e
-
-
-def _outputs(out: Any, inputs: list[Any], device: str, what: str) -> list[torch.Tensor]:
-    flat = list(flatten_outputs(out))
-    for o in flat:
-        if type(o) is not torch.Tensor:
-            raise Failure(
-                "rejected", f"{what}: forward returned {type(o).__name__}; outputs must be plain torch.Tensor"
-            )
-    if hooks.aliases(flat, inputs):
-        raise Failure("rejected", f"{what}: an output shares memory with an input; return a new tensor")
-    return [o.detach().to("cpu", copy=True) for o in flat]
-
-
-def _check(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) -> dict[str, Any]:
-    device = job["device"]
-    cases = []
-    for case in job["cases"]:
-        label = case["label"]
-        _progress(job_dir, f"size {label}: constructing ModelNew")
-        model = _call(cls, list(case["init_inputs"]), cand, f"size {label}: ModelNew(*get_init_inputs())")
-        try:
-            model.to(device)
-            model.load_state_dict(case["state_dict"], strict=True)
-        except Exception as e:
-            first = str(e).strip().splitlines()
-            raise Failure(
-                "rejected", f"ModelNew's state_dict does not match the reference: {first[0] if first else e}"
-            ) from e
-        draws = []
-        for d, inputs in enumerate(case["draws"]):
-            what = f"size {label}, draw {d}"
-            _progress(job_dir, f"{what}: forward")
-            args = to_device(list(inputs), device)
-            guard, before = hooks.Guard(), count()
-            with count.watch():
-                out = _call(model, args, cand, what)
-            _sync(device)
-            outputs = _outputs(out, args, device, what)
-            problem = guard.violation()
-            if problem:
-                raise Failure("rejected", f"{what}: {problem}")
-            draws.append({"outputs": outputs, "launches": count() - before, "input_digest": digest(args)})
-        buffers = {k: v.detach().to("cpu", copy=True) for k, v in model.named_buffers()}
-        cases.append({"draws": draws, "buffers": buffers})
-
-    # The ops the forward dispatches, on a fresh model so the draws above saw untouched state.
-    first = job["cases"][0]
-    _progress(job_dir, "tracing PyTorch ops")
-    model = cls(*first["init_inputs"]).to(device)
-    model.load_state_dict(first["state_dict"])
-    recorder = OpRecorder()
-    with recorder:
-        _call(model, to_device(list(first["draws"][0]), device), cand, "op trace")
-    return {"cases": cases, "ops": sorted(recorder.compute_ops)}
-
-
-def _time(job: dict[str, Any], cls: type, count: Any, cand: str, job_dir: Path) -> dict[str, Any]:
-    device, t = job["device"], job["timing"]
-    problem = load_problem(job["problem_path"], job["overrides"], device=device)
-    results = []
-    for case in job["cases"]:
-        label = case["label"]
-        sides: dict[str, Any] = {}
-        for side in ("candidate", "reference", "compiled") if t.get("compile_baseline") else ("candidate", "reference"):
-            _progress(job_dir, f"size {label}: timing {side}")
-            if side == "candidate":
-                model = cls(*case["init_inputs"])
+        with fp32_precision(setup.allow_tf32):
+            if role == "reference":
+                if pois is not None:
+                    pois.remove()  # no candidate ever runs here: PyTorch at full speed
+                problem = load_problem(setup.problem_path, setup.overrides, device=setup.device)
+                model = _Model(chan, setup, job_dir, type(None), candidate, None, None, None)
+                model.cls = None
+                chan.send(P.Ready())
+                return _loop(chan, model, problem)
+            refusals: list[str] = []
+            host_reads: list[str] = []
+            note = _confine(job_dir, candidate, setup.device, refusals, host_reads)
+            source = Path(candidate).read_text()
+            if setup.device == "cuda" and detect_language(source) == "cuda":
+                counter = launches.ProfiledLaunchCounter(candidate, launches.cuda_kernel_names(source))
             else:
-                model = problem.namespace(case["size"]).Model(*case["init_inputs"])
-            model = model.to(device)
-            model.load_state_dict(case["state_dict"])
-            if side == "compiled":
-                model = _compiled(model)
-            inputs = RotatingInputs(to_device(list(case["timing_draw"]), device))
-
-            def fn(*args: Any, model: Any = model) -> Any:
-                with torch.no_grad():
-                    return model(*args)
-
-            before, guard = count(), hooks.Guard()
-            if side == "candidate" and isinstance(count, hooks.ProfiledLaunchCounter):
-                with count.watch():  # one watched, untimed call: the profiler would distort timings
-                    _call(fn, inputs.fill(0), cand, f"size {label}, timing")
-
-            try:
-                if device == "cuda":
-                    s = time_cuda(fn, inputs, t["gpu_warmup"], t["gpu_reps"], t["gpu_max_time_s"], t["l2_bytes"],
-                                  graph=bool(t.get("cuda_graph")) and side != "compiled")
-                else:
-                    s = time_cpu(fn, inputs, t["cpu_warmup"], t["cpu_reps"])
-            except Exception as e:
-                if side == "compiled":  # the baseline failing to compile is not the candidate's fault
-                    sides[side] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
-                    continue
-                kind, reason, tb = _describe(e, cand)
-                raise Failure(kind, f"size {label}, timing {side}: {reason}", tb) from e
-            problem_text = guard.violation()
-            if problem_text and side != "compiled":  # Inductor's own compile threads are not the candidate's
-                raise Failure("rejected", f"size {label}, timing: {problem_text}")
-            entry: dict[str, Any] = {"ms": list(s.ms), "launches": count() - before, "graph": s.graph}
-            if device == "cuda":
-                entry["nvml"] = _nvml()
-            if side == "candidate":
-                entry["last_output"] = _outputs(s.last_output, inputs.bufs, device, f"size {label}, timing")
-                if device == "cuda":
-                    entry["kernels"] = _kernel_meta(count, sys.modules.get(cls.__module__))
-            sides[side] = entry
-        results.append(sides)
-    return {"cases": results}
-
-
-def _raw_kernel_names(source: str) -> set[str]:
-    """Names given to CuPy ``RawKernel(code, "name")`` / ``get_function("name")``."""
-    return set(re.findall(r"(?:RawKernel\([^,]+,\s*|get_function\(\s*)[\"'](\w+)[\"']", source))
-
-
-def _compiled(model: torch.nn.Module) -> Any:
-    """The reference under torch.compile (the baseline users would otherwise reach for)."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.compile_threads = 1  # no compile worker pool inside a worker we may kill
-    return torch.compile(model)
-
-
-def _nvml() -> dict[str, Any] | None:
-    """Clocks, temperature, power and throttle reasons right after a measurement."""
-    from dataclasses import asdict
-
-    from kernelevo.profile.gpu import nvml_sample
-
-    sample = nvml_sample(torch.cuda.current_device())
-    return None if sample is None else asdict(sample)
-
-
-def _kernel_meta(count: Any, module: Any = None) -> list[dict[str, Any]]:
-    """Registers, spills, shared memory, warps and stages of the candidate's compiled kernels."""
-    from dataclasses import asdict
-
-    from kernelevo.profile.triton_meta import compiled_kernels
-
-    metas = [asdict(m) for jit in getattr(count, "kernels", {}).values() if jit is not None
-             for m in compiled_kernels(jit)]
-    for obj in vars(module).values() if module is not None else ():
-        if type(obj).__name__ == "RawKernel":  # CuPy: attributes of the compiled function
-            try:
-                metas.append({"name": obj.name, "registers": obj.num_regs, "spills": obj.local_size_bytes,
-                              "shared_bytes": obj.shared_size_bytes, "num_warps": None, "num_stages": None})
-            except Exception:  # not compiled yet, or an older CuPy: the profile is advisory
-                pass
-    return metas
-
-
-def run_job(job_dir: Path, job_file: Path, secret: bytes) -> int:
-    """Run one candidate's job; every outcome is written as a signed result. Returns an exit code."""
-    global _T0
-    _T0 = hooks.clock_ns()
-    job = torch.load(job_file, weights_only=False)  # written by the controller, checked before the fork
-    cand = str(job_dir / CANDIDATE_FILE)
-    count = hooks.install_launch_counter(cand)
-    source = Path(cand).read_text()
-    if job["device"] == "cuda" and detect_language(source) == "cuda":
-        count = hooks.ProfiledLaunchCounter(hooks.cuda_kernel_names(source) | _raw_kernel_names(source))
-    phase = "check"
-    try:
-        with fp32_precision(job["allow_tf32"]):
+                counter = launches.install(candidate, os.environ.get("TRITON_INTERPRET") == "1")
+            meter = pois.meter if pois is not None else None
+            state = confine.ProcessState(confine.Snapshot(), refusals, host_reads)
+            confine.hide_judge()
             _progress(job_dir, "importing the candidate")
+            if meter is not None:
+                meter.begin(float("inf"))
             try:
-                cls = _load_candidate(cand)
+                cls = _load_candidate(candidate)
             except Failure:
                 raise
             except BaseException as e:
-                kind, reason, tb = _describe(e, cand)
+                kind, reason, tb = describe(e, candidate)
+                problem = state.violation()
+                if problem:
+                    raise Failure("rejected", f"at import: {problem}", tb) from e
                 raise Failure("compile_error" if kind == "compile_error" else "runtime_error",
                               f"importing the candidate failed: {reason}", tb) from e
-            guard_problem = hooks.Guard().violation()
-            if guard_problem:
-                raise Failure("rejected", f"at import: {guard_problem}")
-            write_result(job_dir, "check", _check(job, cls, count, cand, job_dir), secret)
-            phase = "timing"
-            write_result(job_dir, "timing", _time(job, cls, count, cand, job_dir), secret)
+            problem = state.violation()
+            if problem:
+                raise Failure("rejected", f"at import: {problem}")
+            model = _Model(chan, setup, job_dir, cls, candidate, counter, meter, state)
+            chan.send(P.Ready(tuple(sorted(counter.names | getattr(counter, "cuda_names", set()))),
+                              launches.autotune_configs(counter), note or ""))
+            return _loop(chan, model, None)
     except Failure as f:
-        write_result(job_dir, phase, {"error": {"verdict": f.verdict, "reason": f.reason, "tb": f.tb}}, secret)
-    except Exception as e:  # anything else the candidate's code raised outside a forward call
-        kind, reason, tb = _describe(e, cand)
-        write_result(job_dir, phase, {"error": {"verdict": kind, "reason": f"{phase}: {reason}", "tb": tb}}, secret)
-    _progress(job_dir, "done")
+        m = meter
+        chan.send(P.Failed(f.verdict, f.reason, f.tb, None, m.spent if m else 0.0, m.top_ops() if m else ()))
+    except P.ChannelError:
+        return 3
     return 0
+
+
+def _loop(chan: P.Channel, model: _Model, problem: Any) -> int:
+    while True:
+        msg = chan.recv()
+        try:
+            if isinstance(msg, P.Bye):
+                return 0
+            if isinstance(msg, P.Construct):
+                if problem is not None:
+                    namespace = problem.namespace(msg.problem_size)
+                    model.cls = namespace.Model
+                model.construct(msg)
+                chan.send(P.Done())
+            elif isinstance(msg, P.Load):
+                model.load(msg)
+                chan.send(P.Done())
+            elif isinstance(msg, P.Call):
+                chan.send(model.call(msg))
+            elif isinstance(msg, P.Recheck):
+                chan.send(model.recheck(msg))
+            elif isinstance(msg, P.Release):
+                model.release(msg)
+                chan.send(P.Done())
+            elif isinstance(msg, P.GetState):
+                chan.send(model.get_state())
+            elif isinstance(msg, P.Time):
+                chan.send(model.time(msg))
+            else:
+                raise Failure("crash", f"the worker got a message it does not serve ({type(msg).__name__})")
+        except Failure as f:
+            m = model.meter
+            call = msg.id if isinstance(msg, P.Call) else None
+            chan.send(P.Failed(f.verdict, f.reason, f.tb, call, m.spent if m else 0.0,
+                               m.top_ops() if m else ()))
+            return 0

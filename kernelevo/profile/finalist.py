@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from kernelevo.evaluate.hooks import cuda_kernel_names
+from kernelevo.evaluate.launches import cuda_kernel_names
 from kernelevo.evaluate.sandbox import worker_env
 from kernelevo.evaluate.verdict import Evaluation
 from kernelevo.problem import Problem

@@ -1,0 +1,307 @@
+"""What confines a candidate's process, and the checks that it stayed confined.
+
+- **Landlock** (the kernel's own sandbox, unprivileged): the process may write only its
+  scratch folder and the compile caches, and open no TCP connection (ABI 4 and later).
+- **An audit hook** (``sys.addaudithook``; it cannot be removed): capabilities a kernel has no
+  use for are refused when the candidate's own code asks for them, however it spells the
+  request (``getattr`` on a built string, ``importlib``, a stdlib helper that does it for it):
+  frame and heap inspection, tracing hooks, other processes, sockets, raw memory (ctypes),
+  signals, dynamic code, and Dynamo/Inductor doing anything at all. The judge's own modules
+  are dropped from ``sys.modules`` and cannot be imported again. Libraries the
+  candidate calls (Triton compiling, ``typing`` naming a class) keep their own uses.
+- **A snapshot** of the identity of every public function and class in torch, its
+  functional and tensor namespaces, the clocks and the thread module, compared after import
+  and after every call: a patched function is named.
+- **Process state** a call must leave as it found it: no dispatch or function mode left on
+  the stack, no thread started by the candidate still running, TF32 and autocast unchanged,
+  Dynamo still off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Audit events refused to candidate code: (what the reason tells the model, how far to look
+# for the caller). "direct": only the code that raised the event counts (dataclasses and
+# namedtuple compile code for their caller, legitimately); "frames": inspect and traceback
+# act for their caller; "system": any stdlib module acts for its caller (os.popen, platform),
+# while third-party libraries (Triton starting its compiler) answer for themselves.
+_REFUSED_EVENTS = {
+    "sys._getframe": ("frame inspection", "frames"),
+    "sys._current_frames": ("frame inspection", "frames"),
+    "sys._current_exceptions": ("frame inspection", "frames"),
+    "gc.get_objects": ("heap inspection", "system"),
+    "gc.get_referrers": ("heap inspection", "system"),
+    "gc.get_referents": ("heap inspection", "system"),
+    "sys.settrace": ("tracing hooks", "system"),
+    "sys.setprofile": ("tracing hooks", "system"),
+    "sys.addaudithook": ("audit hooks", "system"),
+    "subprocess.Popen": ("starting processes", "system"),
+    "os.system": ("starting processes", "system"),
+    "os.exec": ("starting processes", "system"),
+    "os.spawn": ("starting processes", "system"),
+    "os.posix_spawn": ("starting processes", "system"),
+    "os.fork": ("starting processes", "system"),
+    "os.forkpty": ("starting processes", "system"),
+    "pty.spawn": ("starting processes", "system"),
+    "os.kill": ("signals", "system"),
+    "os.killpg": ("signals", "system"),
+    "signal.pthread_kill": ("signals", "system"),
+    "socket.__new__": ("network access", "system"),
+    "socket.connect": ("network access", "system"),
+    "socket.bind": ("network access", "system"),
+    "socket.getaddrinfo": ("network access", "system"),
+    "exec": ("dynamic code", "direct"),
+    "compile": ("dynamic code", "direct"),
+    "code.__new__": ("dynamic code", "direct"),
+    "function.__new__": ("dynamic code", "direct"),
+    "marshal.loads": ("dynamic code", "direct"),
+}
+_FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+_FRAME_HELPERS = ("inspect.py", "traceback.py")
+_STDLIB = tuple({sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]})
+_THIRD_PARTY = ("site-packages", "dist-packages")
+_COMPILER = (os.sep + os.path.join("torch", "_dynamo") + os.sep, os.sep + os.path.join("torch", "_inductor") + os.sep)
+
+
+def _stdlib(filename: str) -> bool:
+    if filename.startswith("<frozen"):
+        return True
+    return filename.startswith(_STDLIB) and not any(p in filename for p in _THIRD_PARTY)
+
+
+def _transparent(filename: str, scope: str) -> bool:
+    """Whether a frame in ``filename`` acts for its caller for events of ``scope``."""
+    if scope == "frames":
+        return filename.endswith(_FRAME_HELPERS) and _stdlib(filename)
+    return scope == "system" and _stdlib(filename)
+
+
+def install_audit(candidate_file: str, refusals: list[str]) -> None:
+    """Refuse the events above to ``candidate_file``'s code and to Dynamo/Inductor, logging each
+    refusal in ``refusals`` (the harness reports it even when the candidate catches the error)."""
+    getframe = sys._getframe
+    busy = [False]
+
+    def effective_caller(scope: str) -> str:
+        f = getframe(2)  # 0 this, 1 the hook, 2 the code that raised the event
+        while f is not None and _transparent(f.f_code.co_filename, scope):
+            f = f.f_back
+        return f.f_code.co_filename if f is not None else ""
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if busy[0]:
+            return
+        if event == "object.__getattr__":
+            if len(args) < 2 or args[1] not in _FRAME_ATTRS:
+                return
+            why, scope = "frame inspection", "frames"
+        elif event.startswith("ctypes."):
+            why, scope = "raw memory access (ctypes)", "system"
+        else:
+            entry = _REFUSED_EVENTS.get(event)
+            if entry is None:
+                return
+            why, scope = entry
+        busy[0] = True
+        try:
+            caller = effective_caller(scope)
+        finally:
+            busy[0] = False
+        compiler = any(c in caller for c in _COMPILER)
+        if caller != candidate_file and not compiler:
+            return
+        what = "torch.compile (Dynamo/Inductor are off in the judge)" if compiler else f"{why} ({event})"
+        refusals.append(what)
+        raise PermissionError(f"refused in the judge: {what}")
+
+    sys.addaudithook(hook)
+
+
+class _NoJudge:
+    """A meta-path finder that refuses ``kernelevo``: the judge's modules are not the candidate's."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        if name == "kernelevo" or name.startswith("kernelevo."):
+            raise ImportError(f"refused in the judge: importing {name}")
+        return None
+
+
+def hide_judge() -> None:
+    """Drop the judge's modules from ``sys.modules`` and refuse importing them again. The harness
+    keeps its own references; call this once everything it needs is imported."""
+    for name in [n for n in sys.modules if n == "kernelevo" or n.startswith("kernelevo.")]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _NoJudge)
+
+
+# -- Landlock ---------------------------------------------------------------------------------
+
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1, 2
+
+
+def landlock(writable: Iterable[str | Path]) -> str | None:
+    """Confine this process (and what it starts) to writing ``writable`` and, where the kernel
+    supports it, to no TCP connections. Returns None, or one line saying what is unprotected."""
+    try:
+        import landlock as ll
+    except ImportError:
+        return "Landlock unavailable (the landlock package is not installed): files and network are unconfined"
+    try:
+        abi = ll.landlock_abi_version()
+    except Exception as e:  # noqa: BLE001 - an old kernel or a seccomp filter: say so, carry on
+        return f"Landlock unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    try:
+        # Every access the kernel knows is handled; reading and executing are granted everywhere,
+        # everything else only beneath the writable folders.
+        rules = ll.FSAccess.all()
+        read = ll.FSAccess.READ_FILE | ll.FSAccess.READ_DIR | ll.FSAccess.EXECUTE
+        rs = ll.Ruleset(restrict_rules=rules)
+        rs.allow("/", rules=read & rules)
+        for path in writable:
+            if Path(path).exists():
+                rs.allow(str(path), rules=rules)
+        rs.apply()
+    except Exception as e:  # noqa: BLE001
+        return f"Landlock could not be applied ({type(e).__name__}: {e}): files and network are unconfined"
+    if abi < 4:
+        return f"Landlock ABI {abi} has no network rules: TCP connections are unconfined"
+    return _deny_tcp()
+
+
+def _deny_tcp() -> str | None:
+    """A second Landlock layer that handles TCP bind and connect and allows neither. The landlock
+    package knows filesystem rules only; this is its network half, by the same syscalls."""
+    import ctypes
+
+    class _NetAttr(ctypes.Structure):
+        _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    create, restrict = 444, 446  # landlock_create_ruleset, landlock_restrict_self (same on every arch)
+    attr = _NetAttr(0, _NET_BIND_TCP | _NET_CONNECT_TCP)
+    fd = libc.syscall(create, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    if fd < 0:
+        return f"Landlock network rules failed (errno {ctypes.get_errno()}): TCP connections are unconfined"
+    try:
+        if libc.syscall(restrict, fd, 0) != 0:
+            return f"Landlock network rules failed (errno {ctypes.get_errno()}): TCP connections are unconfined"
+    finally:
+        os.close(fd)
+    return None
+
+
+def writable_caches(scratch: Path) -> list[Path]:
+    """Folders a candidate's process may write: its scratch folder and the compile caches."""
+    home = Path(os.environ.get("HOME", "/root"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME", home / ".cache"))
+    paths = [scratch, Path("/dev"), home / ".triton", cache, home / ".cupy", home / ".nv"]
+    for var in ("TRITON_CACHE_DIR", "TRITON_HOME", "CUPY_CACHE_DIR", "TORCH_EXTENSIONS_DIR"):
+        if os.environ.get(var):
+            paths.append(Path(os.environ[var]))
+    for p in paths[2:]:
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+    return paths
+
+
+# -- identity snapshot and process state -------------------------------------------------------
+
+
+def _namespaces() -> list[tuple[str, Any]]:
+    import torch.nn.functional as F
+
+    spaces: list[tuple[str, Any]] = [
+        ("torch", torch), ("torch.nn.functional", F), ("torch.Tensor", torch.Tensor),
+        ("torch.nn.Module", torch.nn.Module), ("torch.linalg", torch.linalg), ("torch.special", torch.special),
+        ("torch.fft", torch.fft), ("torch.cuda", torch.cuda), ("torch.cuda.Event", torch.cuda.Event),
+        ("torch.library", torch.library), ("time", time), ("threading", threading),
+    ]
+    for name in dir(torch.nn):  # every layer class's forward
+        cls = getattr(torch.nn, name)
+        if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls is not torch.nn.Module:
+            spaces.append((f"torch.nn.{name}", cls))
+    return spaces
+
+
+class Snapshot:
+    """Identity of every public callable or class in the namespaces a reference and the harness use."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, str, Any]] = {}
+        for label, space in _namespaces():
+            items = vars(space).items() if isinstance(space, type) else ((k, getattr(space, k, None))
+                                                                          for k in dir(space))
+            for attr, value in items:
+                if attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__")):
+                    continue
+                if callable(value) or isinstance(value, (staticmethod, classmethod, property)):
+                    self._entries[f"{label}.{attr}"] = (space, attr, value)
+
+    def changed(self) -> str | None:
+        """The first entry no longer what it was, as ``torch.softmax``; None when all hold."""
+        for name, (space, attr, value) in self._entries.items():
+            now = vars(space).get(attr) if isinstance(space, type) else getattr(space, attr, None)
+            if now is not value:
+                return name
+        return None
+
+
+def _tf32() -> tuple[bool, bool, str]:
+    return (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.get_float32_matmul_precision())
+
+
+def _autocast() -> tuple[bool, ...]:
+    return tuple(torch.is_autocast_enabled(d) for d in ("cpu", "cuda"))
+
+
+class ProcessState:
+    """What a candidate's import and calls must leave as they found it; ``violation`` names the first
+    change. Thread counts come from before the import."""
+
+    def __init__(self, snapshot: Snapshot, refusals: list[str], host_reads: list[str]):
+        import _thread
+
+        self._count = _thread._count
+        self._active = threading.active_count
+        self.threads = (self._count(), self._active())
+        self.snapshot = snapshot
+        self.refusals = refusals
+        self.host_reads = host_reads
+        self.tf32 = _tf32()
+        self.autocast = _autocast()
+
+    def violation(self) -> str | None:
+        if self.refusals:
+            return f"used {self.refusals[0]}, which candidates may not"
+        if self.host_reads:
+            return (f"read tensor data on the host (Tensor.{self.host_reads[0]}()); host round trips are refused: "
+                    "compute in your kernels")
+        patched = self.snapshot.changed()
+        if patched:
+            return f"replaced {patched} (patching torch or the harness is not allowed)"
+        if torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack():
+            return "left a TorchDispatchMode or TorchFunctionMode active; outputs must be computed when returned"
+        if self._count() > self.threads[0] or self._active() > self.threads[1]:
+            return "left a thread running (work after return is not timed)"
+        if _tf32() != self.tf32:
+            return "changed the TF32 / matmul precision settings"
+        if _autocast() != self.autocast:
+            return "changed the autocast state (lower precision is judged by the tolerance, not switched on globally)"
+        dynamo = sys.modules.get("torch._dynamo.config")
+        if dynamo is not None and not getattr(dynamo, "disable", True):
+            return "switched torch.compile back on (Dynamo/Inductor are off in the judge)"
+        return None

@@ -1,0 +1,195 @@
+"""Which kernels are the candidate's own, and how often they ran.
+
+A kernel is the candidate's when its Python function was defined in the candidate's file
+(Triton), or when its name is one the candidate's CUDA sources define (CuPy, load_inline).
+Triton launches are counted by Triton's own launch hook, which sees every launch however it
+is made — ``kernel[grid](...)``, an autotuner, or a handle precompiled with ``warmup`` and
+launched later, as Triton's fused-softmax tutorial does; in the CPU interpreter, which has
+no launch hooks, by the interpreted function's ``run``. CUDA C++ launches are counted by the
+CUDA profiler (every stream), names matched exactly.
+
+Every autotuned kernel can be pinned to one of its configs (``pin``): the judge checks each
+config for correctness, since another GPU may pick another one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+
+class LaunchCounter:
+    """Completed launches of the candidate's own kernels; ``jit`` maps names to their JIT functions
+    (whose compile caches hold registers, spills and shared memory for the profile)."""
+
+    def __init__(self, candidate_file: str) -> None:
+        self.file = candidate_file
+        self.n = 0
+        self.names: set[str] = set()  # Triton kernels defined in the candidate's file
+        self.jit: dict[str, Any] = {}
+        self.dtypes: set[str] = set()  # floating dtypes of tensors its kernels received (interpreter)
+        self.autotuners: list[Any] = []  # the candidate's @triton.autotune'd kernels
+
+    def __call__(self) -> int:
+        return self.n
+
+    def watch(self) -> contextlib.AbstractContextManager[None]:
+        """Around a call whose launches must be seen; Triton launches are counted anyway."""
+        return contextlib.nullcontext()
+
+    def owns(self, jit_fn: Any) -> bool:
+        code = getattr(getattr(jit_fn, "fn", None), "__code__", None)
+        return code is not None and code.co_filename == self.file
+
+
+def install(candidate_file: str, interpreted: bool) -> LaunchCounter:
+    """Start counting the candidate's Triton launches. Call before the candidate is imported."""
+    counter = LaunchCounter(candidate_file)
+    from triton.runtime.jit import JITFunction
+
+    original_init = JITFunction.__init__
+
+    def init(self: Any, fn: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, fn, *args, **kwargs)
+        if getattr(getattr(fn, "__code__", None), "co_filename", None) == candidate_file:
+            counter.names.add(fn.__name__)
+            counter.jit[fn.__name__] = self
+
+    JITFunction.__init__ = init  # type: ignore[method-assign]
+    _record_autotuners(counter)
+    if interpreted:
+        _count_interpreted(counter)
+    else:
+        import triton
+
+        def on_launch(metadata: Any) -> None:
+            name = metadata.get("name") if metadata is not None else None
+            if name in counter.names:
+                counter.n += 1
+
+        hook = triton.knobs.runtime.launch_enter_hook
+        if hasattr(hook, "add"):
+            hook.add(on_launch)
+        else:  # Triton 3.4 and older: a single callable
+            triton.knobs.runtime.launch_enter_hook = on_launch
+    return counter
+
+
+def _record_autotuners(counter: LaunchCounter) -> None:
+    from triton.runtime.autotuner import Autotuner
+
+    original = Autotuner.__init__
+
+    def init(self: Any, fn: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, fn, *args, **kwargs)
+        if getattr(getattr(self, "base_fn", None), "__code__", None) is not None and \
+                self.base_fn.__code__.co_filename == counter.file:
+            counter.autotuners.append(self)
+
+    Autotuner.__init__ = init  # type: ignore[method-assign]
+
+
+def _count_interpreted(counter: LaunchCounter) -> None:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    original_init, original_run = InterpretedFunction.__init__, InterpretedFunction.run
+
+    def init(self: Any, fn: Any, **kwargs: Any) -> None:
+        original_init(self, fn, **kwargs)
+        if getattr(getattr(fn, "__code__", None), "co_filename", None) == counter.file:
+            counter.names.add(fn.__name__)
+            counter.jit[fn.__name__] = self
+
+    def run(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> Any:
+        result = original_run(self, *args, grid=grid, warmup=warmup, **kwargs)
+        if not warmup and counter.owns(self):
+            counter.n += 1
+            for a in (*args, *kwargs.values()):
+                dtype = getattr(a, "dtype", None)
+                if dtype is not None and getattr(dtype, "is_floating_point", False):
+                    counter.dtypes.add(str(dtype).removeprefix("torch."))
+        return result
+
+    InterpretedFunction.__init__ = init  # type: ignore[method-assign]
+    InterpretedFunction.run = run  # type: ignore[method-assign]
+
+
+# -- CUDA C++ candidates -------------------------------------------------------------------------
+
+_GLOBAL_FN = re.compile(r"__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(?:\w+\s+)*?void\s+(\w+)")
+_RAW_KERNEL = re.compile(r"(?:RawKernel\([^,]+,\s*|get_function\(\s*)[\"'](\w+)[\"']")
+_DEMANGLED = re.compile(r"(?:^|[\s*&])(?:[\w]+::)*(\w+)\s*(?:<.*>)?\s*\(")
+
+
+def cuda_kernel_names(source: str) -> set[str]:
+    """Names of the ``__global__`` functions and CuPy kernels a candidate's source defines."""
+    return set(_GLOBAL_FN.findall(source)) | set(_RAW_KERNEL.findall(source))
+
+
+def kernel_base_name(symbol: str) -> str:
+    """A profiler's kernel name reduced to the function's own name: ``void ns::add<float>(float*, int)``
+    -> ``add``; an unmangled ``add_kernel`` stays itself."""
+    m = _DEMANGLED.search(symbol)
+    return m.group(1) if m else symbol.strip()
+
+
+class ProfiledLaunchCounter(LaunchCounter):
+    """CUDA C++ launches, which no Python hook sees: kernels the CUDA profiler records during a
+    watched call, counted when their name is exactly one the candidate's source defines."""
+
+    def __init__(self, candidate_file: str, names: set[str]) -> None:
+        super().__init__(candidate_file)
+        self.cuda_names = names
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[None]:
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        from kernelevo.evaluate.timing import synchronize
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            yield
+            synchronize()
+        for e in prof.events():
+            if e.device_type == DeviceType.CUDA and kernel_base_name(e.name) in self.cuda_names:
+                self.n += 1
+                self.jit.setdefault(e.name, None)
+
+
+@contextlib.contextmanager
+def pin(counter: LaunchCounter, index: int | None) -> Iterator[list[str]]:
+    """Every autotuned kernel of the candidate runs config number ``index`` (of those it would
+    consider) for the duration; yields the configs used, for the reason when one is wrong."""
+    used: list[str] = []
+    if index is None or not counter.autotuners:
+        yield used
+        return
+    from triton.runtime.autotuner import Autotuner
+
+    original = Autotuner.prune_configs
+
+    def prune(self: Any, kwargs: dict[str, Any]) -> list[Any]:
+        configs = original(self, kwargs)
+        if self not in counter.autotuners:
+            return configs
+        choice = configs[index % len(configs)]
+        used.append(f"{getattr(self.base_fn, '__name__', 'kernel')} with {choice}")
+        return [choice]
+
+    for a in counter.autotuners:  # nothing cached before is used, nothing pinned outlives the call
+        a.cache.clear()
+    Autotuner.prune_configs = prune  # type: ignore[method-assign]
+    try:
+        yield used
+    finally:
+        Autotuner.prune_configs = original  # type: ignore[method-assign]
+        for a in counter.autotuners:
+            a.cache.clear()
+
+
+def autotune_configs(counter: LaunchCounter) -> int:
+    """The most configs any of the candidate's autotuned kernels has (1 when none is autotuned)."""
+    return max((len(a.configs) for a in counter.autotuners), default=1)
