@@ -88,6 +88,7 @@ class Problem:
     atol: float | None
     rtol: float | None
     overrides: dict[str, Any]  # ``--set``, already applied to every size
+    declared: tuple[dict[str, Any], ...] = ()  # every size the file declares (SIZES and CPU_SIZES)
 
     @property
     def name(self) -> str:
@@ -171,6 +172,10 @@ def load_problem(
         tol[key] = None if v is None else float(v)
 
     sizes: tuple[dict[str, Any], ...] = ({},)
+    declared: tuple[dict[str, Any], ...] = ()
+    for key in ("SIZES", "CPU_SIZES"):
+        if getattr(module, key, None) is not None:
+            declared += _check_sizes(p, key, getattr(module, key), names)
     if device == "cpu" and getattr(module, "CPU_SIZES", None) is not None:
         sizes = _check_sizes(p, "CPU_SIZES", module.CPU_SIZES, names)
     elif getattr(module, "SIZES", None) is not None:
@@ -178,7 +183,7 @@ def load_problem(
     sizes = tuple({**s, **overrides} for s in sizes)
     # Drop sizes that became identical once --set applied to all of them.
     unique = tuple({repr(sorted(s.items())): s for s in sizes}.values())
-    return Problem(p.resolve(), source, names, unique, tol["ATOL"], tol["RTOL"], overrides)
+    return Problem(p.resolve(), source, names, unique, tol["ATOL"], tol["RTOL"], overrides, declared)
 
 
 def _first_line(e: BaseException) -> str:

@@ -127,22 +127,21 @@ def install_audit(candidate_file: str, refusals: list[str]) -> None:
     sys.addaudithook(hook)
 
 
-class _NoJudge:
-    """A meta-path finder that refuses ``kernelevo``: the judge's modules are not the candidate's."""
+def hide_judge(refusals: list[str]) -> None:
+    """Drop the judge's modules from ``sys.modules`` and refuse importing them again (logged in
+    ``refusals``). The harness keeps its own references; call once everything it needs is imported."""
 
-    @staticmethod
-    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
-        if name == "kernelevo" or name.startswith("kernelevo."):
-            raise ImportError(f"refused in the judge: importing {name}")
-        return None
+    class NoJudge:
+        @staticmethod
+        def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+            if name == "kernelevo" or name.startswith("kernelevo."):
+                refusals.append(f"importing the judge ({name})")
+                raise ImportError(f"refused in the judge: importing {name}")
+            return None
 
-
-def hide_judge() -> None:
-    """Drop the judge's modules from ``sys.modules`` and refuse importing them again. The harness
-    keeps its own references; call this once everything it needs is imported."""
     for name in [n for n in sys.modules if n == "kernelevo" or n.startswith("kernelevo.")]:
         del sys.modules[name]
-    sys.meta_path.insert(0, _NoJudge)
+    sys.meta_path.insert(0, NoJudge)
 
 
 # -- Landlock ---------------------------------------------------------------------------------

@@ -242,6 +242,11 @@ class Evaluator:
                 foreign = judge.foreign_reason(out, share)
                 if foreign and not budget_inf:
                     raise _Stop(Verdict.REJECTED, f"size {sp.label}: {foreign}", sizes=tuple(sizes))
+                if planned.state_after is not None:
+                    wrong = judge.judge_state(w.ask(P.GetState(), deadline, P.State).state_dict, sp, p.atol, p.rtol,
+                                              planned.state_after, f"call {next_id - 1}")
+                    if wrong:
+                        raise _Stop(Verdict.INCORRECT, wrong, sizes=tuple(sizes))
                 passed += 1
                 launches = out.launches if launches is None else min(launches, out.launches)
                 worst_abs, worst_rel = max(worst_abs, j.max_abs_err), max(worst_rel, j.max_rel_err)
@@ -317,7 +322,7 @@ class Evaluator:
         ids = list(range(next_id, next_id + len(draws)))
         if cand.poisoned:
             raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: "
-                        f"{judge.torch_reason(cand.torch_work, (), sp, s.torch_compute_share)}")
+                        f"{judge.torch_reason(cand.torch_work, cand.torch_ops, sp, s.torch_compute_share)}")
         if cand.launches == 0 and self.device == "cpu":
             raise _Stop(Verdict.REJECTED, f"size {sp.label}: no kernel of its own launched while timed")
         checked = ids if self.device == "cpu" else sorted(random.SystemRandom().sample(ids, min(len(ids),
@@ -326,6 +331,9 @@ class Evaluator:
             w.ask(P.Recheck(tuple(checked)), deadline, P.Outputs).outputs
         expected = {i: sp.reference(draws[i - next_id]) for i in checked}
         wrong = judge.judge_timed(got, expected, sp, p.atol, p.rtol, passed)
+        if not wrong and sp.stateful:
+            wrong = judge.judge_state(w.ask(P.GetState(), deadline, P.State).state_dict, sp, p.atol, p.rtol,
+                                      sp.reference_state(draws[-1]), "the last timed call")
         if wrong:
             raise _Stop(Verdict.INCORRECT, wrong)
         w.ask(P.Release(tuple(ids)), deadline, P.Done)

@@ -59,9 +59,6 @@ def judge_call(
 ) -> Judged:
     """Judge one checked call against its plan."""
     where = f"size {sp.label}, {_kind_text(planned)}"
-    if out.launches == 0:
-        return Judged(Verdict.REJECTED, f"{where}: forward launched no kernel of its own (a PyTorch path or a "
-                      "fallback ran instead)")
     if out.input_digest != planned.digest:
         return Judged(Verdict.REJECTED, f"{where}: forward modified its inputs; inputs are read-only")
     if planned.kind in STRESS_KINDS:
@@ -69,12 +66,15 @@ def judge_call(
                            atol, rtol, planned.note)
     else:
         c = compare_outputs(list(out.outputs), list(planned.expected), atol, rtol)
-    if c.ok:
-        return Judged(None, "", c.max_abs_err, c.max_rel_err)
-    if out.poisoned:
+    if not c.ok and out.poisoned:
         lead = f"correct for {calls_before} calls, then " if calls_before else ""
         return Judged(Verdict.REJECTED, f"{where}: {lead}{torch_reason(out.torch_work, out.torch_ops, sp, share)}",
                       c.max_abs_err, c.max_rel_err)
+    if out.launches == 0:
+        return Judged(Verdict.REJECTED, f"{where}: forward launched no kernel of its own (a PyTorch path or a "
+                      "fallback ran instead)")
+    if c.ok:
+        return Judged(None, "", c.max_abs_err, c.max_rel_err)
     detail = c.reason
     if planned.kind not in STRESS_KINDS and len(out.outputs) == len(planned.expected):
         for a, e in zip(out.outputs, planned.expected, strict=True):
@@ -115,17 +115,18 @@ def judge_recheck(first: dict[int, tuple[torch.Tensor, ...]], now: dict[int, tup
     return None
 
 
-def judge_state(now: dict[str, torch.Tensor], sp: SizePlan, atol: float | None, rtol: float | None) -> str | None:
+def judge_state(now: dict[str, torch.Tensor], sp: SizePlan, atol: float | None, rtol: float | None,
+                expected_state: dict[str, torch.Tensor] | None = None, when: str = "the calls") -> str | None:
     """Parameters must be what was loaded; buffers what the reference's own updates make them."""
-    for name, expected in sp.final_state.items():
+    for name, expected in (expected_state if expected_state is not None else sp.final_state).items():
         actual = now.get(name)
         if actual is None:
-            return f"size {sp.label}: state_dict entry {name} is gone after the calls"
+            return f"size {sp.label}: state_dict entry {name} is gone after {when}"
         if sp.stateful:
             c = compare_tensor(actual, expected, Tolerance.for_dtype(expected.dtype, atol, rtol),
-                               f"buffer {name} after the calls")
+                               f"{name} after {when}")
             if not c.ok:
-                return f"size {sp.label}: {c.reason}"
+                return f"size {sp.label}: {c.reason} (the reference updates it on every call)"
         elif actual.shape != expected.shape or actual.dtype != expected.dtype or not torch.equal(actual, expected):
             return (f"size {sp.label}: {name} changed during forward (parameters and buffers are read-only; keep "
                     "transformed copies elsewhere)")

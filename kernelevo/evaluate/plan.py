@@ -32,6 +32,11 @@ from kernelevo.problem import Problem, ProblemError, flatten_outputs
 from kernelevo.reference import Reference, digest, fp32_precision, randomise_, to_device
 
 
+# The extra size's memory floor on a CPU: room for one row twice as wide as any declared width
+# (GPU sizes included) while the interpreter, slow per program, still runs it in about a second.
+CPU_EXTRA_BYTES = 4 << 20
+
+
 @dataclass(frozen=True)
 class PlannedCall:
     """One forward the candidate will be asked for, and what it must return."""
@@ -43,6 +48,7 @@ class PlannedCall:
     truth: tuple[torch.Tensor, ...] | None = None  # float64 reference (stress draws)
     note: str = ""  # what was done to the inputs, for the reason ("inputs x41")
     weights: str = "A"
+    state_after: dict[str, torch.Tensor] | None = None  # a stateful model's state_dict after this call
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class SizePlan:
     draw: Callable[[int], tuple[Any, ...]] = field(default=lambda i: (), repr=False, compare=False)
     reference: Callable[[tuple[Any, ...]], tuple[torch.Tensor, ...]] = field(
         default=lambda x: (), repr=False, compare=False)
+    reference_state: Callable[[tuple[Any, ...]], dict[str, torch.Tensor]] = field(
+        default=lambda x: {}, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,8 @@ def plan_size(
     def add(kind: str, inputs: tuple[Any, ...], note: str = "", stress: bool = False, weights: str = "A") -> None:
         truth = _truth(model, list(inputs), device) if stress else None
         expected = _run(model, list(inputs), device)
-        calls.append(PlannedCall(kind, inputs, digest(list(inputs)), expected, truth, note, weights))
+        after = _state(model) if stateful else None
+        calls.append(PlannedCall(kind, inputs, digest(list(inputs)), expected, truth, note, weights, after))
 
     work = WorkRecorder()
     with work:
@@ -168,10 +177,15 @@ def plan_size(
             model.load_state_dict(to_device(state_b, device))
         return _run(model, list(inputs), device)
 
+    def reference_state(inputs: tuple[Any, ...]) -> dict[str, torch.Tensor]:
+        """The state a timed call leaves: weights B, then this call."""
+        reference(inputs)
+        return _state(model)
+
     plan = SizePlan(
         index, problem.label(size), dict(size), init_inputs, state_a, state_b, tuple(calls), final_state,
         stateful, share * work.work, work.work, extra, flops, min_bytes,
-        draw=lambda i: draw(100 + i), reference=reference,
+        draw=lambda i: draw(100 + i), reference=reference, reference_state=reference_state,
     )
     return plan, notes
 
@@ -181,72 +195,94 @@ def _pow2(v: int) -> bool:
 
 
 def _pick(rng: random.Random, lo: int, hi: int) -> int:
-    """A value in [lo, hi] that is not a power of two (when the range allows one)."""
+    """A value in [lo, hi], log-uniform, not a power of two where the range allows one."""
+    lo, hi = max(1, lo), max(1, hi)
     for _ in range(20):
-        v = rng.randint(lo, hi)
+        v = min(hi, max(lo, round(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))))
         if not _pow2(v):
             return v
-    return hi if not _pow2(hi) else max(lo, hi - 1)
+    return next((v for v in (hi, hi - 1, lo) if lo <= v <= hi and not _pow2(v)), hi)
 
 
-def extra_size_knobs(problem: Problem, module: Any) -> dict[str, int]:
-    """The size globals an extra size may move and how far (the largest value allowed)."""
+def extra_size_knobs(problem: Problem, module: Any) -> dict[str, tuple[int, int, int]]:
+    """The size globals an extra size may move: (smallest and largest value among this device's
+    sizes, largest value any declared size has, GPU ones included)."""
     setting = getattr(module, "EXTRA_SIZE", None)
     if setting is False:
         return {}
-    declared = [s for s in problem.sizes if s]
-    if isinstance(setting, dict):
-        return {k: int(v) for k, v in setting.items() if isinstance(v, int) and not isinstance(v, bool)}
-    names: set[str] = set()
-    for s in declared:
-        names |= {k for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool) and k not in
-                  problem.overrides}
+    here = [s for s in problem.sizes if s]
+    declared = [s for s in (*problem.declared, *problem.sizes) if s]
+
+    def values(k: str, sizes: list[dict[str, Any]]) -> list[int]:
+        vs = [s[k] for s in sizes if k in s] or [getattr(module, k)]
+        return [v for v in vs if isinstance(v, int) and not isinstance(v, bool)]
+
+    def knob(k: str, top: int | None = None) -> tuple[int, int, int]:
+        local = values(k, here)
+        return min(local), max(local), top if top is not None else max(values(k, declared))
+
+    if isinstance(setting, dict):  # EXTRA_SIZE = {"dim": 8192}: only these, at most this far
+        return {k: knob(k, max(1, int(v) // 2)) for k, v in setting.items()
+                if isinstance(v, int) and not isinstance(v, bool) and k in problem.globals_ and values(k, here)}
+    names = {k for s in declared for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool)}
     if not declared:  # a single-size problem (KernelBench's own files): its dimension-like globals
         names = {k for k in problem.globals_ if isinstance(getattr(module, k, None), int)
-                 and not isinstance(getattr(module, k), bool) and getattr(module, k) >= 8 and k.isidentifier()
-                 and not k.isupper() and k not in problem.overrides}
-    knobs = {}
-    for k in sorted(names):
-        values = [s[k] for s in declared if k in s] or [getattr(module, k)]
-        top = max(values)
-        if top >= 2:
-            knobs[k] = 2 * top
-    return knobs
+                 and not isinstance(getattr(module, k), bool) and getattr(module, k) >= 8 and not k.isupper()}
+    knobs = {k: knob(k) for k in sorted(names - set(problem.overrides)) if values(k, here)}
+    return {k: v for k, v in knobs.items() if v[2] >= 2}
+
+
+def size_bytes(problem: Problem, size: dict[str, Any]) -> int:
+    """Inputs, weights and outputs of the reference at ``size``, from shapes alone (meta tensors)."""
+    mod = problem.namespace(size)
+    with torch.device("meta"):
+        model = mod.Model(*mod.get_init_inputs())
+        inputs = mod.get_inputs()
+        total = _numel_bytes(inputs) + sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        try:
+            with torch.no_grad():
+                total += _numel_bytes(model(*inputs))
+        except Exception:  # an op with no meta kernel: inputs and weights bound it well enough
+            total += _numel_bytes(inputs)
+    return total
 
 
 def choose_extra_size(
-    problem: Problem, module: Any, rng: random.Random, byte_budget: int, measure: Callable[[dict[str, Any]], int],
+    problem: Problem, module: Any, rng: random.Random, byte_budget: int,
+    measure: Callable[[dict[str, Any]], int], lean: bool = False,
 ) -> tuple[dict[str, Any] | None, str]:
-    """A size outside the declared ones within ``byte_budget`` (``measure`` gives a size's bytes),
-    and a note when there is none."""
+    """A size outside the declared ones: some size globals beyond their largest declared value
+    (up to twice it, not a power of two), the others within this device's declared range (at
+    their smallest when ``lean``: the interpreter pays per program), all within ``byte_budget``.
+    Returns it, or None and a note saying why there is none."""
     knobs = extra_size_knobs(problem, module)
     if not knobs:
         return None, ""
-    declared = [s for s in problem.sizes if s] or [{}]
-    tops = {k: max([s.get(k, getattr(module, k, 0)) for s in declared]) for k in knobs}
-    last_error = ""
-    for _attempt in range(4):
-        size = {**problem.overrides}
-        for k, cap in knobs.items():
-            top = tops[k]
-            size[k] = _pick(rng, top + 1, max(top + 1, cap)) if cap > top else top
-        order = list(knobs)
-        rng.shuffle(order)
+    names = list(knobs)
+    last = ""
+    for _attempt in range(6):
+        beyond = [k for k in names if rng.random() < 0.5] or [rng.choice(names)]
+        size: dict[str, Any] = dict(problem.overrides)
+        for k, (lo, hi, top) in knobs.items():
+            size[k] = _pick(rng, top + 1, 2 * top) if k in beyond else lo if lean else _pick(rng, lo, hi)
         try:
             nbytes = measure(size)
-            # Over budget: bring knobs back to at most their declared top, one at a time, keeping one beyond.
-            while nbytes > byte_budget and sum(size[k] > tops[k] for k in knobs) > 1:
-                k = next(k for k in order if size[k] > tops[k])
-                size[k] = _pick(rng, max(1, (tops[k] + 1) // 2), tops[k])
+            # Over the budget: the others down to their smallest declared value, then fewer knobs beyond.
+            for k in sorted((k for k in names if k not in beyond), key=lambda k: -size[k]):
+                if nbytes <= byte_budget:
+                    break
+                size[k] = knobs[k][0]
                 nbytes = measure(size)
-            if nbytes > byte_budget:
-                k = next(k for k in order if size[k] > tops[k])
-                size[k] = tops[k] + 1 if not _pow2(tops[k] + 1) else tops[k] + 3
+            while nbytes > byte_budget and len(beyond) > 1:
+                k = beyond.pop(rng.randrange(len(beyond)))
+                size[k] = knobs[k][0]
                 nbytes = measure(size)
-            return size, ""
+            if nbytes <= byte_budget:
+                return size, ""
+            last = f"{problem.label(size)} needs {nbytes / 2**20:.0f} MiB, over the {byte_budget / 2**20:.0f} MiB budget"
         except Exception as e:  # noqa: BLE001 - the reference refuses this combination: try another
-            last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
-    return None, f"no extra size: the reference failed at every size tried ({last_error})"
+            last = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
+    return None, f"no extra size this time: {last}"
 
 
 def make_plan(
@@ -266,17 +302,11 @@ def make_plan(
             module = problem.namespace(problem.sizes[0])
             rng = random.Random(seed * 7919 + 13)
             largest = max(c.min_bytes for c in reference.cases)
-
-            def measure(size: dict[str, Any]) -> int:
-                mod = problem.namespace(size)
-                torch.manual_seed(0)
-                m = mod.Model(*mod.get_init_inputs())
-                inputs = mod.get_inputs()
-                out = _run(m.to(device), list(inputs), device)
-                weights = sum(t.numel() * t.element_size() for t in m.state_dict().values())
-                return _numel_bytes(inputs) + _numel_bytes(out) + weights
-
-            size, note = choose_extra_size(problem, module, rng, int(extra_budget_factor * largest), measure)
+            budget = int(extra_budget_factor * largest)
+            if device == "cpu":  # the interpreter is slow per program, not per byte: wide rows stay cheap
+                budget = max(budget, CPU_EXTRA_BYTES)
+            size, note = choose_extra_size(problem, module, rng, budget, lambda z: size_bytes(problem, z),
+                                           lean=device == "cpu")
             if note:
                 notes.append(note)
             if size is not None:

@@ -170,6 +170,7 @@ class Timed:
     extra: dict[str, Any] = field(default_factory=dict)
     torch_work: float = 0.0
     poisoned: bool = False
+    torch_ops: tuple[str, ...] = ()
 
 
 MESSAGES: dict[str, type] = {

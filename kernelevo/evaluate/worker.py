@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,7 @@ class _Model:
         restore = to_device(msg.restore, self.device) if msg.restore is not None else None
         spent = [0.0]
         poisoned = [False]
+        ops: set[str] = set()
 
         def prepare(i: int) -> list[Any]:
             if restore is not None:
@@ -202,6 +204,7 @@ class _Model:
             if self.meter is not None:
                 spent[0] = max(spent[0], self.meter.spent)
                 poisoned[0] = poisoned[0] or self.meter.poisoned
+                ops.update(self.meter.top_ops())
                 self._begin(self.budget)
             return to_device(list(draws[i]), self.device)
 
@@ -214,13 +217,15 @@ class _Model:
             s = self._guarded(lambda: time_cpu(fn, prepare, len(draws), msg.warmup), "timing")
         if self.meter is not None:
             spent[0], poisoned[0] = max(spent[0], self.meter.spent), poisoned[0] or self.meter.poisoned
+            ops.update(self.meter.top_ops())
         for i, out in enumerate(s.outputs):
             self.kept[msg.first_id + i] = self._check_outputs(out, [], f"timed call {msg.first_id + i}")
         self._violation("timing")
         extra = self._device_facts(s) if self.device == "cuda" else {}
         if self.meter is None and t.get("compile_baseline"):
             extra["compiled_ms"] = self._compiled(msg, prepare)
-        return P.Timed(s.ms, (self.counter() - before) if self.counter else 0, s.graph, extra, spent[0], poisoned[0])
+        return P.Timed(s.ms, (self.counter() - before) if self.counter else 0, s.graph, extra, spent[0],
+                       poisoned[0], tuple(sorted(ops)))
 
     # -- helpers ----------------------------------------------------------------------------
     def _forward(self, *args: Any) -> Any:
@@ -320,6 +325,8 @@ def _load_candidate(path: str) -> type:
 
 def _confine(job_dir: Path, candidate: str, device: str, refusals: list[str], host_reads: list[str]) -> str | None:
     """Everything that must be in place before the candidate's first line runs."""
+    os.environ["TMPDIR"] = str(job_dir)  # the one folder it may write besides the compile caches
+    tempfile.tempdir = str(job_dir)
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if interpreted:
         interpreter.install()
@@ -354,8 +361,10 @@ def serve(sock: socket.socket, key: bytes, job_dir: Path, role: str, pois: poiso
             else:
                 counter = launches.install(candidate, os.environ.get("TRITON_INTERPRET") == "1")
             meter = pois.meter if pois is not None else None
+            if pois is not None:
+                pois.exempt(__file__)  # the harness's own copies of outputs to the host
             state = confine.ProcessState(confine.Snapshot(), refusals, host_reads)
-            confine.hide_judge()
+            confine.hide_judge(refusals)
             _progress(job_dir, "importing the candidate")
             if meter is not None:
                 meter.begin(float("inf"))
