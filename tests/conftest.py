@@ -50,3 +50,22 @@ def evaluators():
     yield get
     for ev in made.values():
         ev.close()
+
+
+@pytest.fixture(scope="session")
+def file_evaluators():
+    """One evaluator per problem file (any path), shared by the session."""
+    from kernelevo.evaluate.evaluator import Evaluator
+    from kernelevo.problem import load_problem
+    from kernelevo.settings import EvalSettings
+
+    made: dict[str, Evaluator] = {}
+
+    def get(path: Path) -> Evaluator:
+        if str(path) not in made:
+            made[str(path)] = Evaluator(load_problem(path), "cpu", EvalSettings(timeout_s=120.0))
+        return made[str(path)]
+
+    yield get
+    for ev in made.values():
+        ev.close()

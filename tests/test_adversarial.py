@@ -1,37 +1,71 @@
-"""Every known evaluator hack must fail, with the static checks on and, where a runtime
-defence exists, with them off; real kernels must pass."""
+"""Every judge-breaking candidate must fail for the right reason; honest kernels must pass.
+
+Our own cases per class are in tests/adversarial.py; tests/cheats holds more, written as a
+red team would write them (each file's docstring says its class and problem)."""
 
 from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from kernelevo.candidate import Candidate
 from kernelevo.evaluate.verdict import Verdict
 from tests.adversarial import HACKS, HANG_AT_IMPORT, HANG_IN_FORWARD, HEADER, Hack
-from tests.conftest import CANDIDATES
+from tests.conftest import CANDIDATES, ROOT
+
+CHEATS = sorted((ROOT / "tests" / "cheats").glob("c*.py"))
+HONEST = sorted((CANDIDATES / "honest").glob("*.py"))
+_PROBLEM = re.compile(r"((?:kernels/\w+/problem|tests/(?:cheats/)?problems/\w+)\.py)")
 
 
-def _run(evaluators, hack: Hack, static: bool):
-    ev = evaluators(hack.problem)
-    ev.static_checks = static
-    try:
-        return ev.evaluate(Candidate.from_source(HEADER + hack.source, hack.name))
-    finally:
-        ev.static_checks = True
+def _problem_of(path: Path) -> Path:
+    m = _PROBLEM.search(path.read_text())
+    assert m, f"{path.name} names no problem file in its docstring"
+    return ROOT / m.group(1)
 
 
-@pytest.mark.parametrize("hack", HACKS, ids=lambda h: h.name)
-def test_hack_fails_with_static_checks(evaluators, hack: Hack) -> None:
-    result = _run(evaluators, hack, static=True)
-    assert result.verdict.value == hack.static, result.reason
-    assert result.reason, "a failing verdict must say why"
-
-
-@pytest.mark.parametrize("hack", [h for h in HACKS if h.runtime], ids=lambda h: h.name)
-def test_hack_fails_at_runtime(evaluators, hack: Hack) -> None:
-    result = _run(evaluators, hack, static=False)
-    assert result.verdict.value == hack.runtime, result.reason
+@pytest.mark.parametrize("hack", HACKS, ids=lambda h: f"c{h.cls}-{h.name}")
+def test_hack_fails_for_the_right_reason(evaluators, hack: Hack) -> None:
+    result = evaluators(hack.problem).evaluate(Candidate.from_source(hack.source, hack.name))
+    assert result.verdict.value == hack.verdict, result.reason
     assert hack.reason in result.reason, result.reason
+
+
+# The red team's class-6 cheats look for job files to read at import; there are none to find, so
+# they fall back to their honest kernel (correct, with honest timings).
+_NOTHING_TO_READ = {"c6_softmax_prefetch_job_tensors.py", "c6_matmul_prefetch_shm_pairs.py"}
+
+
+@pytest.mark.parametrize("path", CHEATS, ids=lambda p: p.stem)
+def test_red_team_cheat_fails(file_evaluators, path: Path) -> None:
+    ev = file_evaluators(_problem_of(path))
+    result = ev.evaluate(Candidate.from_file(path))
+    if path.name in _NOTHING_TO_READ:
+        assert result.verdict is Verdict.CORRECT, result.reason
+        return
+    # A switch above the largest declared size shows only when the extra size lands past it: with
+    # the width drawn uniformly up to twice the largest, some seed among a few does (seeds are
+    # part of the verdict, so this is deterministic).
+    seeds = iter(range(1, 9)) if path.name.startswith("c2_") else iter(())
+    while result.verdict is Verdict.CORRECT and (seed := next(seeds, None)) is not None:
+        ev.settings = replace(ev.settings, seed=seed)
+        try:
+            result = ev.evaluate(Candidate.from_file(path))
+        finally:
+            ev.settings = replace(ev.settings, seed=-1)
+    assert result.verdict in (Verdict.INCORRECT, Verdict.REJECTED), (result.verdict, result.reason)
+    assert result.reason
+
+
+@pytest.mark.parametrize("path", HONEST, ids=lambda p: p.stem)
+def test_honest_third_party_style_kernel_passes(file_evaluators, path: Path) -> None:
+    result = file_evaluators(_problem_of(path)).evaluate(Candidate.from_file(path))
+    assert result.verdict is Verdict.CORRECT, result.reason
+    assert not result.hybrid and result.torch_share is not None and result.torch_share <= 0.25
 
 
 @pytest.mark.parametrize(
@@ -41,6 +75,8 @@ def test_hack_fails_at_runtime(evaluators, hack: Hack) -> None:
         ("layernorm_small", "layernorm_good"),
         ("tiny_output", "scale_good"),
         ("mean_small", "mean_good"),
+        ("matmul_small", "matmul_good"),
+        ("batchnorm_train", "batchnorm_good"),
     ],
 )
 def test_real_kernels_pass(evaluators, problem: str, candidate: str) -> None:
@@ -55,11 +91,9 @@ def test_real_kernels_pass(evaluators, problem: str, candidate: str) -> None:
 
 @pytest.mark.parametrize("source", [HANG_IN_FORWARD, HANG_AT_IMPORT], ids=["forward", "import"])
 def test_hang_is_a_timeout_and_the_next_candidate_runs(evaluators, source: str) -> None:
-    import time
-
     ev = evaluators("softmax_small", timeout_s=3.0)
     t0 = time.monotonic()
-    result = ev.evaluate(Candidate.from_source(HEADER + source, "hang"))
+    result = ev.evaluate(Candidate.from_source(source, "hang"))
     elapsed = time.monotonic() - t0
     assert result.verdict is Verdict.TIMEOUT, result.reason
     assert elapsed < 3.0 + 3.0, f"a hang must end within the limit plus a few seconds, took {elapsed:.1f} s"
@@ -69,14 +103,10 @@ def test_hang_is_a_timeout_and_the_next_candidate_runs(evaluators, source: str) 
 
 def test_a_candidate_that_kills_the_zygote_does_not_stop_the_next(evaluators) -> None:
     ev = evaluators("softmax_small")
-    ev.static_checks = False
-    try:
-        src = HEADER + "\nimport os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + (
-            "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return softmax(x)\n"
-        )
-        first = ev.evaluate(Candidate.from_source(src, "zygote_killer"))
-    finally:
-        ev.static_checks = True
-    assert first.verdict in (Verdict.CORRECT, Verdict.CRASH), first.reason
+    src = HEADER + "\nimport os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + (
+        "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return softmax(x)\n"
+    )
+    first = ev.evaluate(Candidate.from_source(src, "zygote_killer"))
+    assert first.verdict is Verdict.RUNTIME_ERROR or first.verdict is Verdict.REJECTED, first.reason
     after = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
     assert after.verdict is Verdict.CORRECT, after.reason

@@ -153,16 +153,18 @@ def describe_mismatch(actual: torch.Tensor, expected: torch.Tensor, tol: Toleran
         return ""
     if bool(bad.all()) and bad.numel() > 1:
         return "every element is wrong"
-    for dim, what in ((-1, "columns"), (0, "rows")):
+    for dim, what in ((-1, "columns" if a.dim() > 1 else "elements"), (0, "rows")):
         if a.dim() < (2 if dim == 0 else 1):
             continue
-        cols = bad.transpose(dim, -1).reshape(-1, bad.shape[dim]).any(0)
-        first = int(torch.nonzero(cols)[0])
-        if first > 0 and bool(cols[first:].all()):
-            unchanged = "never written?" if bool((a.transpose(dim, -1)[..., first:] == 0).all()) else "wrong"
+        # Per index along ``dim``: the share of its elements that are wrong.
+        wrong = bad.transpose(dim, -1).reshape(-1, bad.shape[dim]).to(torch.float64).mean(0)
+        first = int(torch.nonzero(wrong)[0])
+        # Right before ``first``, (nearly) all wrong after it: a block or a grid that stops short.
+        if first > 0 and float(wrong[first:].mean()) >= 0.9:
+            tail = a.transpose(dim, -1)[..., first:]
+            unchanged = "never written?" if bool((tail == tail.flatten()[0]).all()) else "wrong"
             return f"{what} {first} and beyond are {unchanged} (the first {first} are right)"
     return ""
-
 
 def compare_stress(
     actual: list[object], expected: list[torch.Tensor], truth: list[torch.Tensor] | None,

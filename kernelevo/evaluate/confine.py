@@ -235,27 +235,48 @@ def _namespaces() -> list[tuple[str, Any]]:
     return spaces
 
 
+def _resolve(cls: type, name: str) -> Any:
+    """What ``cls.name`` is found as, without calling descriptors: the first class in the MRO that
+    defines it, and the object there. A subclass shadowing a base's method changes the answer."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass, vars(klass)[name]
+    return None
+
+
 class Snapshot:
     """Identity of every public callable or class in the namespaces a reference and the harness use."""
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[Any, str, Any]] = {}
         for label, space in _namespaces():
-            items = vars(space).items() if isinstance(space, type) else ((k, getattr(space, k, None))
-                                                                          for k in dir(space))
-            for attr, value in items:
-                if attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__")):
-                    continue
-                if callable(value) or isinstance(value, (staticmethod, classmethod, property)):
+            if isinstance(space, type):
+                for attr in dir(space):
+                    if _public(attr):
+                        found = _resolve(space, attr)
+                        if found is not None and (callable(found[1]) or isinstance(found[1], (staticmethod,
+                                                                                             classmethod, property))):
+                            self._entries[f"{label}.{attr}"] = (space, attr, found)
+                continue
+            for attr in dir(space):
+                value = getattr(space, attr, None)
+                if _public(attr) and callable(value):
                     self._entries[f"{label}.{attr}"] = (space, attr, value)
 
     def changed(self) -> str | None:
         """The first entry no longer what it was, as ``torch.softmax``; None when all hold."""
         for name, (space, attr, value) in self._entries.items():
-            now = vars(space).get(attr) if isinstance(space, type) else getattr(space, attr, None)
-            if now is not value:
+            if isinstance(space, type):
+                now = _resolve(space, attr)
+                if now is None or now[0] is not value[0] or now[1] is not value[1]:
+                    return name
+            elif getattr(space, attr, None) is not value:
                 return name
         return None
+
+
+def _public(attr: str) -> bool:
+    return not attr.startswith("_") or (attr.startswith("__") and attr.endswith("__"))
 
 
 def _tf32() -> tuple[bool, bool, str]:

@@ -68,6 +68,8 @@ def judge_call(
         c = compare_outputs(list(out.outputs), list(planned.expected), atol, rtol)
     if not c.ok and out.poisoned:
         lead = f"correct for {calls_before} calls, then " if calls_before else ""
+        if planned.kind == "extra":
+            lead = "correct on the declared sizes, but at this one, outside them, "
         return Judged(Verdict.REJECTED, f"{where}: {lead}{torch_reason(out.torch_work, out.torch_ops, sp, share)}",
                       c.max_abs_err, c.max_rel_err)
     if out.launches == 0:

@@ -194,11 +194,12 @@ def _pow2(v: int) -> bool:
     return v > 0 and v & (v - 1) == 0
 
 
-def _pick(rng: random.Random, lo: int, hi: int) -> int:
-    """A value in [lo, hi], log-uniform, not a power of two where the range allows one."""
+def _pick(rng: random.Random, lo: int, hi: int, uniform: bool = False) -> int:
+    """A value in [lo, hi] (log-uniform unless ``uniform``), not a power of two where the range allows."""
     lo, hi = max(1, lo), max(1, hi)
     for _ in range(20):
-        v = min(hi, max(lo, round(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))))
+        v = rng.randint(lo, hi) if uniform else round(math.exp(rng.uniform(math.log(lo), math.log(hi + 1))))
+        v = min(hi, max(lo, v))
         if not _pow2(v):
             return v
     return next((v for v in (hi, hi - 1, lo) if lo <= v <= hi and not _pow2(v)), hi)
@@ -251,20 +252,22 @@ def choose_extra_size(
     problem: Problem, module: Any, rng: random.Random, byte_budget: int,
     measure: Callable[[dict[str, Any]], int], lean: bool = False,
 ) -> tuple[dict[str, Any] | None, str]:
-    """A size outside the declared ones: some size globals beyond their largest declared value
-    (up to twice it, not a power of two), the others within this device's declared range (at
-    their smallest when ``lean``: the interpreter pays per program), all within ``byte_budget``.
-    Returns it, or None and a note saying why there is none."""
+    """A size outside the declared ones: every size global beyond its largest declared value (up
+    to twice it, not a power of two) while ``byte_budget`` allows, else as many as fit, chosen at
+    random, with the others within this device's declared range (at their smallest when ``lean``:
+    the interpreter pays per program). Returns it, or None and a note saying why there is none."""
     knobs = extra_size_knobs(problem, module)
     if not knobs:
         return None, ""
     names = list(knobs)
     last = ""
     for _attempt in range(6):
-        beyond = [k for k in names if rng.random() < 0.5] or [rng.choice(names)]
+        beyond = list(names)  # every dimension beyond, as far as the budget allows
         size: dict[str, Any] = dict(problem.overrides)
         for k, (lo, hi, top) in knobs.items():
-            size[k] = _pick(rng, top + 1, 2 * top) if k in beyond else lo if lean else _pick(rng, lo, hi)
+            # Uniform beyond the top (a cap at 1.33x the largest declared width shows 2 times in 3),
+            # log-uniform within the declared range.
+            size[k] = _pick(rng, top + 1, 2 * top, uniform=True) if k in beyond else lo if lean else _pick(rng, lo, hi)
         try:
             nbytes = measure(size)
             # Over the budget: the others down to their smallest declared value, then fewer knobs beyond.
