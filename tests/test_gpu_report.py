@@ -4,9 +4,9 @@ compiler-error trimming. The numbers are hand-computed; nothing here needs a GPU
 from __future__ import annotations
 
 from kernelevo.evaluate.gpu_report import profile_of, with_roofline
-from kernelevo.evaluate.hooks import cuda_kernel_names
+from kernelevo.evaluate.launches import cuda_kernel_names, kernel_base_name
 from kernelevo.evaluate.verdict import SizeResult
-from kernelevo.evaluate.worker import _describe, _raw_kernel_names
+from kernelevo.evaluate.worker import describe
 from kernelevo.profile.calibrate import Calibration
 from kernelevo.settings import EvalSettings
 
@@ -57,8 +57,16 @@ def test_cuda_kernel_names_from_sources() -> None:
     src = ('k = cp.RawKernel(r"""extern "C" __global__ void add_one(float* x) {}""", "add_one")\n'
            'f = mod.get_function("scale2")\n'
            'SRC = "__global__ __launch_bounds__(256) void fused(float* y) {}"\n')
-    assert cuda_kernel_names(src) == {"add_one", "fused"}
-    assert _raw_kernel_names(src) == {"add_one", "scale2"}
+    assert cuda_kernel_names(src) == {"add_one", "fused", "scale2"}
+
+
+def test_profiler_kernel_names_match_exactly_never_as_substrings() -> None:
+    assert kernel_base_name("void add_one(float*)") == "add_one"
+    assert kernel_base_name("void ns::fused<float, 4>(float const*, float*, int)") == "fused"
+    assert kernel_base_name("add_one") == "add_one"
+    # A library kernel whose name contains the candidate's must not count as the candidate's.
+    assert kernel_base_name("void at::native::vectorized_elementwise_kernel<4, add_one_functor>(int)") \
+        == "vectorized_elementwise_kernel"
 
 
 def test_nvrtc_errors_are_trimmed_to_the_error_lines() -> None:
@@ -67,7 +75,7 @@ def test_nvrtc_errors_are_trimmed_to_the_error_lines() -> None:
 
     log = "\n".join(["nvrtc compilation log:", *[f"note {i}" for i in range(40)],
                      "kernel.cu(7): error: expected a \")\"", "1 error detected in the compilation"])
-    kind, reason, _ = _describe(CompileException(log), "candidate.py")
+    kind, reason, _ = describe(CompileException(log), "candidate.py")
     assert kind == "compile_error"
     assert 'kernel.cu(7): error: expected a ")"' in reason and "note 3" not in reason and "\n" not in reason
 

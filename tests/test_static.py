@@ -1,4 +1,4 @@
-"""Static checks: each construct is refused with a reason, and ordinary kernels are not."""
+"""Static checks: only what cannot be judged at run time, and never by what the code merely names."""
 
 from __future__ import annotations
 
@@ -11,50 +11,43 @@ from kernelevo.evaluate.verdict import Verdict
 
 GOOD = (Path(__file__).parent / "candidates" / "softmax_good.py").read_text()
 MODEL = "\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        return x\n"
+IMPORTS = "import torch\nimport torch.nn as nn\nimport triton\nimport triton.language as tl\n"
 
 
 def test_good_kernel_passes() -> None:
-    assert check_source(GOOD, fp32_problem=True).verdict is None
+    assert check_source(GOOD).verdict is None
 
 
 @pytest.mark.parametrize(
-    "snippet,needle",
+    "snippet",
     [
-        ("acc = tl.dot(a, b, input_precision='tf32')", "TF32"),
-        ("acc = tl.dot(a, b, allow_tf32=True)", "allow_tf32"),
-        ("y = x.to(tl.bfloat16)", "fp32 problem"),
-        ("torch.set_float32_matmul_precision('high')", "TF32"),
-        ("f = torch.compile(g)", "torch.compile"),
-        ("import subprocess", "other processes"),
-        ("from torch import compile", "torch.compile"),
-        ("sys = __import__('sys')", "dynamic imports"),
-        ("setattr(torch, 'matmul', None)", "monkey-patching"),
-        ("triton.testing.do_bench = None", "monkey-patching"),
+        # Dtype-generic code names low precision without using it on fp32 inputs.
+        "ACC = {torch.float16: tl.float32, torch.bfloat16: tl.float32}",
+        "def pick(x):\n    return tl.float16 if x.dtype == torch.half else tl.float32",
+        "class Cfg:\n    half = False",  # an attribute named half is not a cast
+        "if False:\n    y = x.half()",  # a dead branch
+        "torch.backends.cuda.matmul.allow_tf32 = False",  # switching TF32 off is not patching
+        "import inspect",  # what a module imports is judged by what it does, at run time
+        "f = torch.compile",  # likewise: torch.compile is plain, poisoned PyTorch in the judge
     ],
 )
-def test_refused_in_fp32(snippet: str, needle: str) -> None:
-    src = "import torch\nimport torch.nn as nn\nimport triton\nimport triton.language as tl\n" + snippet + MODEL
-    result = check_source(src, fp32_problem=True)
-    assert result.verdict is Verdict.REJECTED and needle in result.reason, result.reason
-    assert result.line == 5
+def test_code_is_not_judged_by_the_names_it_mentions(snippet: str) -> None:
+    assert check_source(IMPORTS + snippet + "\n" + MODEL).verdict is None
 
 
-def test_precision_rules_depend_on_problem_and_opt_in() -> None:
-    src = "import torch\nimport torch.nn as nn\nimport triton.language as tl\ny = x.to(tl.float16)\n" + MODEL
-    assert check_source(src, fp32_problem=False).verdict is None
-    tf32 = "import torch\nimport torch.nn as nn\nimport triton.language as tl\n"
-    tf32 += "z = tl.dot(a, b, input_precision='tf32')\n"
-    assert check_source(tf32 + MODEL, fp32_problem=True, allow_tf32=True).verdict is None
-
-
-def test_attribute_assignment_on_self_is_fine() -> None:
-    src = "import torch\nimport torch.nn as nn\n\nclass ModelNew(nn.Module):\n    def __init__(self):\n" \
-          "        super().__init__()\n        self.weight = nn.Parameter(torch.ones(3))\n"
-    assert check_source(src, fp32_problem=True).verdict is None
+def test_subclassing_the_reference_is_refused_with_its_line() -> None:
+    src = IMPORTS + "\nclass Model(nn.Module):\n    pass\n\n\nclass ModelNew(Model):\n    pass\n"
+    r = check_source(src)
+    assert r.verdict is Verdict.REJECTED and "subclasses the reference" in r.reason and r.line == 10
+    dotted = IMPORTS + "import problem\n\n\nclass ModelNew(problem.Model):\n    pass\n"
+    assert check_source(dotted).verdict is Verdict.REJECTED
+    assert check_source(IMPORTS + "\nclass ModelNew(nn.Module):\n    pass\n").verdict is None
 
 
 def test_syntax_error_and_missing_model() -> None:
-    r = check_source("def f(:\n", True)
-    assert r.verdict is Verdict.COMPILE_ERROR and r.line == 1
-    r = check_source("import torch\n", True)
+    r = check_source("def f(:\n")
+    assert r.verdict is Verdict.COMPILE_ERROR and r.line == 1 and "syntax error on line 1" in r.reason
+    r = check_source("import torch\n")
     assert r.verdict is Verdict.REJECTED and "ModelNew" in r.reason
+    nested = "def make():\n    class ModelNew:\n        pass\n"  # not at the top level: not the module's
+    assert check_source(nested).verdict is Verdict.REJECTED

@@ -63,8 +63,8 @@ def _compute_dtype(ref: Reference) -> str:
 class _Worker:
     """One worker process and its channel, with the deadline its answers must meet."""
 
-    def __init__(self, zygote: sandbox.Zygote, role: str, job_dir: Path):
-        self.zygote, self.job_dir = zygote, job_dir
+    def __init__(self, zygote: sandbox.Zygote, role: str, job_dir: Path, limit_s: float):
+        self.zygote, self.job_dir, self.limit_s = zygote, job_dir, limit_s
         self.pid, self.chan = zygote.fork(role, job_dir)
         self.status: int | None = None
 
@@ -75,7 +75,7 @@ class _Worker:
                 self.chan.send(msg)
             answer = self.chan.recv(timeout=deadline - time.monotonic())
         except TimeoutError:
-            raise _Stop(Verdict.TIMEOUT, "no result within the time limit (was "
+            raise _Stop(Verdict.TIMEOUT, f"no result within {self.limit_s:g} s (was "
                         f"{_tail(self.job_dir / PROGRESS_FILE, 1) or 'starting'})",
                         log=_tail(self.job_dir / LOG_FILE)) from None
         except P.ChannelError as e:
@@ -189,7 +189,7 @@ class Evaluator:
         worker: _Worker | None = None
         try:
             try:
-                worker = _Worker(self._zygote_ready(), "candidate", job_dir)
+                worker = _Worker(self._zygote_ready(), "candidate", job_dir, s.timeout_s)
             except sandbox.ZygoteError as e:
                 self.close()
                 return done(Verdict.CRASH, f"could not start a worker: {e}")
@@ -294,7 +294,7 @@ class Evaluator:
             out = self._call(w, first_id + i, planned.inputs, i, deadline)
             j = judge.judge_call(planned, out, sp, p.atol, p.rtol, self.settings.torch_compute_share, passed)
             if not j.ok:
-                which = f" ({out.foreign[0]})" if out.foreign else ""
+                which = f" ({'; '.join(out.configs)})" if out.configs else ""
                 raise _Stop(j.verdict, f"autotune config {i}{which}: {j.reason}")
             passed += 1
         w.ask(P.Release(tuple(range(first_id, first_id + min(n, self.settings.max_config_checks)))), deadline,
@@ -353,12 +353,13 @@ class Evaluator:
     def _time_reference(self, sp: SizePlan, draws: list[tuple[Any, ...]], warmup: int,
                         restore: dict[str, torch.Tensor] | None) -> P.Timed:
         """The reference, timed on the same draws in a worker no candidate ever ran in."""
-        deadline = time.monotonic() + max(self.settings.timeout_s, 60.0)
+        limit = max(self.settings.timeout_s, 60.0)
+        deadline = time.monotonic() + limit
         for attempt in range(2):
             try:
                 if self._ref_worker is None:
                     ref_dir = Path(tempfile.mkdtemp(prefix="reference-", dir=self._dir))
-                    self._ref_worker = _Worker(self._zygote_ready(), "reference", ref_dir)
+                    self._ref_worker = _Worker(self._zygote_ready(), "reference", ref_dir, limit)
                     self._ref_worker.ask(self._setup("reference"), deadline, P.Ready)
                 rw = self._ref_worker
                 rw.ask(P.Construct(sp.index, sp.label, sp.init_inputs, 0.0, sp.size), deadline, P.Done)

@@ -77,12 +77,10 @@ class _CPUDevice:
 
 
 def _cpu_bench(kernel_call: Any, quantiles: Any = None, **_: Any) -> Any:
-    """The autotuner's benchmarker in the interpreter: one timed run per config. Interpreter times
-    rank nothing real; the autotuner only needs a choice, and the judge checks every config."""
-    t0 = time.perf_counter()
-    kernel_call()
-    ms = (time.perf_counter() - t0) * 1e3
-    return [ms, ms, ms] if quantiles else ms
+    """The autotuner's benchmarker in the interpreter. Interpreter times rank nothing real, so every
+    config ties and the autotuner keeps the first (a reproducible choice); the judge checks each
+    config for correctness anyway, since another GPU may pick another one."""
+    return [0.0, 0.0, 0.0] if quantiles else 0.0
 
 
 class InterpreterDriver:

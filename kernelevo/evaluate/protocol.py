@@ -148,6 +148,7 @@ class Output:
     dtypes: tuple[str, ...] = ()  # floating dtypes of tensors its own kernels received
     foreign: tuple[str, ...] = ()  # GPU kernels it ran that it did not write (profiler)
     foreign_share: float = 0.0  # their share of the call's GPU time
+    configs: tuple[str, ...] = ()  # the autotune configs a pinned call ran
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ def decode(data: bytes) -> Any:
     return cls(**kw)
 
 
-_TUPLE_FIELDS = {"init_inputs", "inputs", "ids", "draws", "outputs", "torch_ops", "kernels", "dtypes", "foreign", "ms"}
+_TUPLE_FIELDS = {"init_inputs", "inputs", "ids", "draws", "outputs", "torch_ops", "kernels", "dtypes", "foreign", "ms", "configs"}
 
 
 class Channel:

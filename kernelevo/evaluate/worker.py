@@ -177,7 +177,7 @@ class _Model:
         return P.Output(
             msg.id, to_host(flat), (self.counter() - before) if self.counter else 0, digest(args),
             m.spent if m else 0.0, m.top_ops() if m else (), bool(m and m.poisoned),
-            tuple(sorted(self.counter.dtypes)) if self.counter else (), tuple(used),
+            tuple(sorted(self.counter.dtypes)) if self.counter else (), configs=tuple(used),
         )
 
     def recheck(self, msg: P.Recheck) -> P.Outputs:
