@@ -303,6 +303,7 @@ class ProcessState:
         self.host_reads = host_reads
         self.tf32 = _tf32()
         self.autocast = _autocast()
+        self.compile_off = os.environ.get("TORCH_COMPILE_DISABLE") == "1"
 
     def violation(self) -> str | None:
         if self.refusals:
@@ -322,6 +323,6 @@ class ProcessState:
         if _autocast() != self.autocast:
             return "changed the autocast state (lower precision is judged by the tolerance, not switched on globally)"
         dynamo = sys.modules.get("torch._dynamo.config")
-        if dynamo is not None and not getattr(dynamo, "disable", True):
+        if self.compile_off and dynamo is not None and not getattr(dynamo, "disable", True):
             return "switched torch.compile back on (Dynamo/Inductor are off in the judge)"
         return None

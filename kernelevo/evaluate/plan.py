@@ -212,10 +212,10 @@ def extra_size_knobs(problem: Problem, module: Any) -> dict[str, tuple[int, int,
     if setting is False:
         return {}
     here = [s for s in problem.sizes if s]
-    declared = [s for s in (*problem.declared, *problem.sizes) if s]
+    declared = [s for s in (*problem.declared, *problem.sizes) if s] if problem.declared else []
 
     def values(k: str, sizes: list[dict[str, Any]]) -> list[int]:
-        vs = [s[k] for s in sizes if k in s] or [getattr(module, k)]
+        vs = [s[k] for s in sizes if k in s] or [getattr(module, k, None)]
         return [v for v in vs if isinstance(v, int) and not isinstance(v, bool)]
 
     def knob(k: str, top: int | None = None) -> tuple[int, int, int]:
