@@ -43,6 +43,7 @@ class BehaviourDescriptors:
     wins: tuple[bool, ...]
     strongest: int
     roofline: float | None
+    hybrid: bool = False  # PyTorch did a real share of the work (judged with --allow-torch-compute)
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def _cuda(tree: ast.Module, language: str) -> CodeDescriptors:
 
 
 def behaviour_descriptors(sizes: Sequence[SizeResult], stats: Sequence[tuple[float, float]] | None = None,
-                          ceilings: tuple[float, float] | None = None) -> BehaviourDescriptors:
+                          ceilings: tuple[float, float] | None = None, hybrid: bool = False) -> BehaviourDescriptors:
     """stats: per size (flops, min_bytes); ceilings: (bytes_per_s, flop_per_s) of the device."""
     speedups = [size_speedup(s) for s in sizes]
     strongest, top = 0, -math.inf
@@ -220,7 +221,7 @@ def behaviour_descriptors(sizes: Sequence[SizeResult], stats: Sequence[tuple[flo
                  for s, (flops, nbytes) in zip(sizes, stats, strict=False)
                  if s.latency_ms and (t := s.latency_ms / 1e3) > 0]
         roofline = max((f for f in fracs if math.isfinite(f)), default=None)
-    return BehaviourDescriptors(tuple(r is not None and r >= 1 for r in speedups), strongest, roofline)
+    return BehaviourDescriptors(tuple(r is not None and r >= 1 for r in speedups), strongest, roofline, hybrid)
 
 
 class Normaliser:
@@ -288,7 +289,8 @@ def _entry_from_dict(d: Mapping[str, Any]) -> Entry:
     b = d["behaviour"]
     return Entry(int(d["id"]), float(d["fitness"]), tuple(float(s) for s in d["speedups"]),
                  CodeDescriptors(**d["code"]),
-                 BehaviourDescriptors(tuple(bool(w) for w in b["wins"]), int(b["strongest"]), b["roofline"]))
+                 BehaviourDescriptors(tuple(bool(w) for w in b["wins"]), int(b["strongest"]), b["roofline"],
+                                      bool(b.get("hybrid", False))))
 
 
 class Archive:
@@ -338,7 +340,7 @@ class Archive:
             c.language, f"k{min(c.kernels, 3)}", f"loop{min(c.loops, 2)}", "dot" if c.dot else "-",
             "atom" if c.atomics else "-", "pers" if c.persistent else "-", f"tile{nb('log2_tile')}",
             f"w{nb('log2_warps')}", "wins:" + "".join("1" if w else "0" for w in b.wins),
-            f"strong{b.strongest}", f"roof{nb('roofline')}",
+            f"strong{b.strongest}", f"roof{nb('roofline')}", *(["hybrid"] if b.hybrid else []),
         ])
 
     def _place(self, entry: Entry) -> tuple[str, bool]:

@@ -56,7 +56,11 @@ def check(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a problem global: name=value")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per candidate per line")] = False,
     allow_tf32: Annotated[bool, typer.Option("--allow-tf32", help="allow TF32 in fp32 problems")] = False,
-    seed: Annotated[int | None, typer.Option(help="seed for weights and inputs")] = None,
+    allow_torch_compute: Annotated[bool, typer.Option(
+        "--allow-torch-compute", help="judge hybrids (PyTorch doing real work beside own kernels), labelled hybrid")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(
+        help="seed for weights and draws (default: fresh per candidate, reported; pass it back to reproduce)")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     keep_jobs: Annotated[bool, typer.Option("--keep-jobs", help="keep each worker's folder")] = False,
     compile_baseline: Annotated[
@@ -77,6 +81,7 @@ def check(
     debug = debug or settings.debug
     ev_settings = settings.eval
     changes = {"allow_tf32": allow_tf32 or ev_settings.allow_tf32, "keep_jobs": keep_jobs or ev_settings.keep_jobs,
+               "allow_torch_compute": allow_torch_compute or ev_settings.allow_torch_compute,
                "compile_baseline": compile_baseline or ev_settings.compile_baseline,
                "cuda_graph": cuda_graph or ev_settings.cuda_graph}
     if timeout is not None:
@@ -84,6 +89,8 @@ def check(
             _fail(f"--timeout must be positive, got {timeout:g}", debug)
         changes["timeout_s"] = timeout
     if seed is not None:
+        if seed < 0:
+            _fail(f"--seed must be 0 or more, got {seed}", debug)
         changes["seed"] = seed
     ev_settings = dataclasses.replace(ev_settings, **changes)
 

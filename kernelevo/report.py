@@ -43,6 +43,8 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
             head += f"  speedup {ev.speedup:.3g}x ({ev.timing})"
         if ev.speedup_compiled is not None:
             head += f", {ev.speedup_compiled:.3g}x vs torch.compile"
+        if ev.hybrid:
+            head += f"  [yellow]hybrid: PyTorch did {ev.torch_share or 0:.0%} of the reference's work[/yellow]"
         console.print(head + (f"  [dim]{problem}[/dim]" if problem else ""))
         if ev.reason:
             console.print(f"  {ev.reason}", markup=False, highlight=False)
@@ -65,6 +67,10 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
             console.print("  " + ev.profile_text.replace("\n", "\n  "), markup=False, highlight=False)
         if ev.sizes and any(s.throttled for s in ev.sizes):
             console.print("  [red]the GPU reported thermal or power throttling during timing[/red]")
+        for note in ev.notes:
+            console.print(f"  [dim]note: {note}[/dim]")
+        if ev.seed is not None and not ev.ok:
+            console.print(f"  [dim]reproduce with --seed {ev.seed}[/dim]")
         if ev.timing == "cpu-interpreter":
             console.print("  [dim]timed in Triton's interpreter on the CPU: not comparable with GPU timings[/dim]")
         if ev.error and ev.verdict in (Verdict.RUNTIME_ERROR, Verdict.COMPILE_ERROR, Verdict.CRASH):

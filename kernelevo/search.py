@@ -199,7 +199,7 @@ class Search:
         if ev.ok and ev.speedup and ev.speedup > 0:
             speedups = tuple(size_speedup(s) or 0.0 for s in ev.sizes)
             entry = Entry(cand.id, ev.speedup, speedups, code_descriptors(cand.source, cand.language),
-                          behaviour_descriptors(ev.sizes, self.stats, self.ceilings))
+                          behaviour_descriptors(ev.sizes, self.stats, self.ceilings, ev.hybrid))
             res = self.archive.add(entry)
             cell = res.cell
             if res.new_best:

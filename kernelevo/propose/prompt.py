@@ -101,8 +101,9 @@ def render_evaluation(ev: Evaluation | None, error_lines: int = 12) -> str:
         if s.launches is not None:
             parts.append(f"{s.launches} launch(es)")
         lines.append("  " + " ".join(parts))
-    if ev.torch_ops:
-        lines.append("PyTorch ops still called: " + ", ".join(ev.torch_ops))
+    if ev.torch_ops and ev.torch_share:
+        lines.append(f"PyTorch compute in forward: {ev.torch_share:.0%} of the reference's work ("
+                     + ", ".join(ev.torch_ops) + ")" + (" - a hybrid" if ev.hybrid else ""))
     if ev.profile_text:
         lines.append(ev.profile_text)  # headed "Profile ..." by its renderer
     if ev.error:
