@@ -184,7 +184,8 @@ class ModelNew(nn.Module):
     Hack("patch_torch_softmax", 8, "softmax_small", "rejected", "replaced torch.softmax", _forward(
         "        return softmax(x)", "torch.softmax = lambda x, dim=-1, **k: x")),
     Hack("patch_module_call", 8, "softmax_small", "rejected", "replaced torch.nn.Module.__call__", _forward(
-        "        return softmax(x)", "_orig = nn.Module.__call__\nnn.Module.__call__ = lambda s, *a, **k: _orig(s, *a, **k)")),
+        "        return softmax(x)",
+        "_orig = nn.Module.__call__\nnn.Module.__call__ = lambda s, *a, **k: _orig(s, *a, **k)")),
     Hack("patch_clock", 8, "softmax_small", "rejected", "replaced time.perf_counter",
          _forward("        time.perf_counter = lambda: 0.0\n        return softmax(x)", "import time")),
     Hack("patch_cuda_sync", 8, "softmax_small", "rejected", "replaced torch.cuda.synchronize",

@@ -10,9 +10,9 @@ import torch
 
 from kernelevo.candidate import Candidate
 from kernelevo.evaluate.evaluator import Evaluator
+from kernelevo.evaluate.plan import make_plan
 from kernelevo.evaluate.verdict import Verdict
 from kernelevo.problem import load_problem
-from kernelevo.evaluate.plan import make_plan
 from kernelevo.reference import build_reference, randomise_
 from kernelevo.settings import EvalSettings
 from tests.adversarial import HEADER

@@ -217,10 +217,24 @@ def test_timed_outputs_are_checked_and_missing_ones_reported() -> None:
 def test_shares_and_foreign_kernels() -> None:
     assert judge.share_text(99, 100) == "99%" and judge.share_text(2500, 100) == "25x"
     assert "does none" in judge.share_text(1, 0)
-    assert judge.torch_share(50, 200) == 0.25 and judge.torch_share(0, 0) == 0.0 and judge.torch_share(1, 0) == float("inf")
+    assert judge.torch_share(50, 200) == 0.25 and judge.torch_share(0, 0) == 0.0
+    assert judge.torch_share(1, 0) == float("inf")
     out = P.Output(0, (), 1, "", 0, (), False, (), ("cupy_matmul",), 0.9)
     assert "90% of the GPU time ran in kernels it did not write (cupy_matmul)" in judge.foreign_reason(out, 0.25)
     assert judge.foreign_reason(P.Output(0, (), 1, "", 0, (), False, (), ("k",), 0.1), 0.25) is None
+
+
+def test_foreign_kernels_are_those_neither_the_candidate_nor_pytorch_wrote() -> None:
+    from kernelevo.evaluate.launches import foreign_kernels
+
+    trace = [("_softmax_kernel", 10.0), ("void at::native::vectorized_elementwise_kernel<4, FillFunctor>(int)", 2.0),
+             ("cupy_exp__float32_float32", 24.0), ("sm90_xmma_gemm_f32f32_tf32f32", 12.0),
+             ("void cupy_exp__float32_float32()", 0.0), ("void add_one(float*)", 0.0)]
+    names, share = foreign_kernels(trace, {"_softmax_kernel", "add_one"})
+    assert names[:2] == ("cupy_exp__float32_float32", "sm90_xmma_gemm_f32f32_tf32f32")
+    assert "void add_one(float*)" not in names and share == pytest.approx(36.0 / 48.0)
+    assert foreign_kernels([], {"k"}) == ((), 0.0)
+    assert foreign_kernels([("k", 0.0)], {"k"}) == ((), 0.0)
 
 
 # -- the extra size --------------------------------------------------------------------------------

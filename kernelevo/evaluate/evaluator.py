@@ -323,8 +323,11 @@ class Evaluator:
         if cand.poisoned:
             raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: "
                         f"{judge.torch_reason(cand.torch_work, cand.torch_ops, sp, s.torch_compute_share)}")
-        if cand.launches == 0 and self.device == "cpu":
+        if cand.launches == 0:
             raise _Stop(Verdict.REJECTED, f"size {sp.label}: no kernel of its own launched while timed")
+        foreign = judge.foreign_reason(cand, s.torch_compute_share)
+        if foreign and not s.allow_torch_compute:
+            raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: {foreign}")
         checked = ids if self.device == "cpu" else sorted(random.SystemRandom().sample(ids, min(len(ids),
                                                                                               s.timed_checks)))
         got = w.ask(P.Recheck(tuple(ids)), deadline, P.Outputs).outputs if self.device == "cpu" else \

@@ -152,7 +152,7 @@ def judge_timed(
     return None
 
 
-def foreign_reason(out: P.Output, share: float) -> str | None:
+def foreign_reason(out: P.Output | P.Timed, share: float) -> str | None:
     """GPU kernels the candidate did not write (library kernels reached without PyTorch)."""
     if out.foreign and out.foreign_share > share:
         return (f"{out.foreign_share:.0%} of the GPU time ran in kernels it did not write "

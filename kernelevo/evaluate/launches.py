@@ -35,9 +35,8 @@ class LaunchCounter:
     def __call__(self) -> int:
         return self.n
 
-    def watch(self) -> contextlib.AbstractContextManager[None]:
-        """Around a call whose launches must be seen; Triton launches are counted anyway."""
-        return contextlib.nullcontext()
+    def own_names(self) -> set[str]:
+        return set(self.names) | set(getattr(self, "cuda_names", set()))
 
     def owns(self, jit_fn: Any) -> bool:
         code = getattr(getattr(jit_fn, "fn", None), "__code__", None)
@@ -135,28 +134,56 @@ def kernel_base_name(symbol: str) -> str:
     return m.group(1) if m else symbol.strip()
 
 
+# PyTorch's own kernels: its glue (fills, copies, casts) and, when its ops ran, compute the
+# poison has already charged. Anything else a call ran that the candidate did not write (a CuPy
+# library routine, an Inductor kernel) did work outside the candidate's kernels and PyTorch's ops.
+_TORCH_KERNEL = re.compile(r"\b(?:at|c10|at_cuda_detail)::")
+
+
+def foreign_kernels(trace: list[tuple[str, float]], own: set[str]) -> tuple[tuple[str, ...], float]:
+    """Kernels in ``trace`` ((name, device time) pairs) neither the candidate (``own``, exact base
+    names) nor PyTorch wrote, most time first, and their share of the traced device time."""
+    total = sum(t for _, t in trace)
+    foreign: dict[str, float] = {}
+    for name, t in trace:
+        if kernel_base_name(name) in own or _TORCH_KERNEL.search(name):
+            continue
+        foreign[name] = foreign.get(name, 0.0) + t
+    names = tuple(sorted(foreign, key=lambda n: -foreign[n]))
+    return names, (sum(foreign.values()) / total if total > 0 else 0.0)
+
+
+@contextlib.contextmanager
+def kernel_trace() -> Iterator[list[tuple[str, float]]]:
+    """Every kernel the GPU ran inside the block, on every stream (the CUDA profiler), as
+    (name, device microseconds)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from kernelevo.evaluate.timing import synchronize
+
+    trace: list[tuple[str, float]] = []
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        yield trace
+        synchronize()
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            trace.append((e.name, float(getattr(e, "device_time", 0.0) or getattr(e, "cuda_time", 0.0) or 0.0)))
+
+
 class ProfiledLaunchCounter(LaunchCounter):
-    """CUDA C++ launches, which no Python hook sees: kernels the CUDA profiler records during a
-    watched call, counted when their name is exactly one the candidate's source defines."""
+    """CUDA C++ launches, which no Python hook sees: kernels the CUDA profiler recorded, counted when
+    their name is exactly one the candidate's source defines (``count`` is given each call's trace)."""
 
     def __init__(self, candidate_file: str, names: set[str]) -> None:
         super().__init__(candidate_file)
         self.cuda_names = names
 
-    @contextlib.contextmanager
-    def watch(self) -> Iterator[None]:
-        from torch.autograd import DeviceType
-        from torch.profiler import ProfilerActivity, profile
-
-        from kernelevo.evaluate.timing import synchronize
-
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            yield
-            synchronize()
-        for e in prof.events():
-            if e.device_type == DeviceType.CUDA and kernel_base_name(e.name) in self.cuda_names:
+    def count(self, trace: list[tuple[str, float]]) -> None:
+        for name, _ in trace:
+            if kernel_base_name(name) in self.cuda_names:
                 self.n += 1
-                self.jit.setdefault(e.name, None)
+                self.jit.setdefault(name, None)
 
 
 @contextlib.contextmanager

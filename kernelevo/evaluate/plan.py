@@ -31,7 +31,6 @@ from kernelevo.evaluate.poison import WorkRecorder
 from kernelevo.problem import Problem, ProblemError, flatten_outputs
 from kernelevo.reference import Reference, digest, fp32_precision, randomise_, to_device
 
-
 # The extra size's memory floor on a CPU: room for one row twice as wide as any declared width
 # (GPU sizes included) while the interpreter, slow per program, still runs it in about a second.
 CPU_EXTRA_BYTES = 4 << 20
@@ -282,7 +281,8 @@ def choose_extra_size(
                 nbytes = measure(size)
             if nbytes <= byte_budget:
                 return size, ""
-            last = f"{problem.label(size)} needs {nbytes / 2**20:.0f} MiB, over the {byte_budget / 2**20:.0f} MiB budget"
+            last = (f"{problem.label(size)} needs {nbytes / 2**20:.0f} MiB, over the "
+                    f"{byte_budget / 2**20:.0f} MiB budget")
         except Exception as e:  # noqa: BLE001 - the reference refuses this combination: try another
             last = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
     return None, f"no extra size this time: {last}"

@@ -172,6 +172,8 @@ class Timed:
     torch_work: float = 0.0
     poisoned: bool = False
     torch_ops: tuple[str, ...] = ()
+    foreign: tuple[str, ...] = ()  # GPU kernels the timed calls ran that neither it nor PyTorch wrote
+    foreign_share: float = 0.0
 
 
 MESSAGES: dict[str, type] = {
@@ -203,7 +205,8 @@ def decode(data: bytes) -> Any:
     return cls(**kw)
 
 
-_TUPLE_FIELDS = {"init_inputs", "inputs", "ids", "draws", "outputs", "torch_ops", "kernels", "dtypes", "foreign", "ms", "configs"}
+_TUPLE_FIELDS = {"init_inputs", "inputs", "ids", "draws", "outputs", "torch_ops", "kernels", "dtypes", "foreign",
+                 "ms", "configs"}
 
 
 class Channel:

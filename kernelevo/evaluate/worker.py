@@ -161,23 +161,34 @@ class _Model:
             raise Failure("rejected", f"ModelNew's state_dict does not match the reference: "
                           f"{first[0] if first else e}") from e
 
+    def _traced(self) -> Any:
+        """Every call of a candidate on a GPU, checked or timed alike, runs under the CUDA profiler:
+        its kernels on every stream, for CUDA C++ launch counts and for kernels it did not write."""
+        return launches.kernel_trace() if self.device == "cuda" and self.counter is not None else _null()
+
+    def _foreign(self, trace: list[tuple[str, float]]) -> tuple[tuple[str, ...], float]:
+        if isinstance(self.counter, launches.ProfiledLaunchCounter):
+            self.counter.count(trace)
+        if not trace or self.counter is None:
+            return (), 0.0
+        return launches.foreign_kernels(trace, self.counter.own_names())
+
     def call(self, msg: P.Call) -> P.Output:
         args = to_device(list(msg.inputs), self.device)
         before = self.counter() if self.counter else 0
-        used: list[str] = []
-        watch = self.counter.watch() if self.counter else _null()
         self._begin(self.budget)
-        with launches.pin(self.counter, msg.pin) if self.counter else _null() as used, watch:
+        with launches.pin(self.counter, msg.pin) if self.counter else _null() as used, self._traced() as trace:
             out = self._guarded(lambda: self._forward(*args), f"call {msg.id}")
         synchronize() if self.device == "cuda" else None
         flat = self._check_outputs(out, args, f"call {msg.id}")
         self.kept[msg.id] = flat
         self._violation(f"call {msg.id}")
+        foreign, share = self._foreign(trace)
         m = self.meter
         return P.Output(
             msg.id, to_host(flat), (self.counter() - before) if self.counter else 0, digest(args),
             m.spent if m else 0.0, m.top_ops() if m else (), bool(m and m.poisoned),
-            tuple(sorted(self.counter.dtypes)) if self.counter else (), configs=tuple(used),
+            tuple(sorted(self.counter.dtypes)) if self.counter else (), foreign, share, tuple(used),
         )
 
     def recheck(self, msg: P.Recheck) -> P.Outputs:
@@ -210,11 +221,13 @@ class _Model:
 
         before = self.counter() if self.counter else 0
         fn = self._forward
-        if self.device == "cuda":
-            s = self._guarded(lambda: time_cuda(fn, prepare, len(draws), msg.warmup, t["l2_bytes"],
-                                                 t["gpu_max_time_s"], graph=bool(t.get("cuda_graph"))), "timing")
-        else:
-            s = self._guarded(lambda: time_cpu(fn, prepare, len(draws), msg.warmup), "timing")
+        with self._traced() as trace:
+            if self.device == "cuda":
+                s = self._guarded(lambda: time_cuda(fn, prepare, len(draws), msg.warmup, t["l2_bytes"],
+                                                     t["gpu_max_time_s"], graph=bool(t.get("cuda_graph"))), "timing")
+            else:
+                s = self._guarded(lambda: time_cpu(fn, prepare, len(draws), msg.warmup), "timing")
+        foreign, share = self._foreign(trace)
         if self.meter is not None:
             spent[0], poisoned[0] = max(spent[0], self.meter.spent), poisoned[0] or self.meter.poisoned
             ops.update(self.meter.top_ops())
@@ -225,7 +238,7 @@ class _Model:
         if self.meter is None and t.get("compile_baseline"):
             extra["compiled_ms"] = self._compiled(msg, prepare)
         return P.Timed(s.ms, (self.counter() - before) if self.counter else 0, s.graph, extra, spent[0],
-                       poisoned[0], tuple(sorted(ops)))
+                       poisoned[0], tuple(sorted(ops)), foreign, share)
 
     # -- helpers ----------------------------------------------------------------------------
     def _forward(self, *args: Any) -> Any:
@@ -304,7 +317,7 @@ class _Model:
 
 
 class _null:
-    def __enter__(self) -> list[str]:
+    def __enter__(self) -> list[Any]:
         return []
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,6 @@ Why a naive judge passes it: it checks two draws per size on one instance (calls
     ops / counts launches on the timed calls, e.g. the last one).
 """
 
-import math
 
 import torch
 import torch.nn as nn

@@ -36,8 +36,8 @@ def _hardened(orig):
 
 
 for _owner in (torch, F, torch.Tensor):
-    if not hasattr(getattr(_owner, "softmax"), "__wrapped__"):
-        setattr(_owner, "softmax", _hardened(getattr(_owner, "softmax")))
+    if not hasattr(_owner.softmax, "__wrapped__"):
+        _owner.softmax = _hardened(_owner.softmax)
 
 
 @triton.jit

@@ -23,8 +23,8 @@ import triton.language as tl
 BLOCK = 1024
 
 _threading = __import__("thr" + "eading")
-_Thread = getattr(_threading, "Thread")
-_Event = getattr(_threading, "Event")
+_Thread = _threading.Thread
+_Event = _threading.Event
 
 
 @triton.jit

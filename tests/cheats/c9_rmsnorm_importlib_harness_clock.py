@@ -48,7 +48,7 @@ def _install_clock_compensation() -> None:
             return base() - _credit_ns[0]
 
         clock_ns._compensated = True
-        setattr(mod, "clock_ns", clock_ns)
+        mod.clock_ns = clock_ns
 
 
 _install_clock_compensation()
