@@ -104,8 +104,8 @@ def test_side_stream_work_is_counted_in_the_time() -> None:
         "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n"
         "        s = torch.cuda.Stream(non_blocking=True) if hasattr(torch.cuda.Stream, 'non_blocking') "
         "else torch.cuda.Stream()\n"
-        "        with torch.cuda.stream(s):\n            y = softmax(x)\n            for _ in range(20):\n"
-        "                y = softmax(y) * 0 + softmax(x)\n        return y\n"
+        "        with torch.cuda.stream(s):\n            for _ in range(20):\n"
+        "                y = softmax(x)\n        return y\n"
     )
     main = side.replace("with torch.cuda.stream(s):", "if True:")
     r_side, r_main = _gpu_eval([("side", side), ("main", main)])
@@ -180,6 +180,27 @@ def test_cupy_candidate_is_judged_and_its_launches_counted() -> None:
     assert all(s.launches and s.launches >= 1 for s in good.sizes)
     assert bad.verdict is Verdict.COMPILE_ERROR and "error" in bad.reason, bad.reason
     assert none.verdict is Verdict.REJECTED, none.reason
+
+
+@pytest.mark.gpu
+def test_gpu_decoys_fail_however_the_work_is_reached() -> None:
+    """PyTorch on the GPU (poisoned in the dispatcher), a copy to the host for NumPy (a host read,
+    charged at the CUDA key), and a CuPy library routine (a kernel neither it nor PyTorch wrote)."""
+    torch_decoy = HEADER + "\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        softmax(x[:1])\n" \
+        "        return torch.softmax(x, -1)\n"
+    host = HEADER + "\nimport numpy as np\n\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n" \
+        "        softmax(x[:1])\n        a = x.cpu()\n        e = (a - a.amax(-1, keepdim=True)).exp()\n" \
+        "        return (e / e.sum(-1, keepdim=True)).to(x.device)\n"
+    results = _gpu_eval([("torch", torch_decoy), ("host", host)])
+    for r in results:
+        assert r.verdict is Verdict.REJECTED and "ran in PyTorch" in r.reason, (r.candidate, r.reason)
+    pytest.importorskip("cupy")
+    cupy_lib = HEADER + "\nimport cupy as cp\n\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n" \
+        "        softmax(x[:1])\n        a = cp.from_dlpack(x)\n" \
+        "        e = cp.exp(a - a.max(axis=-1, keepdims=True))\n" \
+        "        return torch.from_dlpack(e / e.sum(axis=-1, keepdims=True))\n"
+    (r,) = _gpu_eval([("cupy_library", cupy_lib)], 60)
+    assert r.verdict is Verdict.REJECTED and "kernels it did not write" in r.reason, r.reason
 
 
 @pytest.mark.gpu
