@@ -19,7 +19,16 @@ from kernelevo.evaluate import judge, poison
 from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.compare import Tolerance, compare_stress, describe_mismatch
 from kernelevo.evaluate.confine import ProcessState, Snapshot, _stdlib, _transparent
-from kernelevo.evaluate.plan import PlannedCall, SizePlan, _pick, _pow2, choose_extra_size, extra_size_knobs
+from kernelevo.evaluate.plan import (
+    PlannedCall,
+    SizePlan,
+    _blocks,
+    _pick,
+    _pow2,
+    choose_extra_size,
+    extra_size_knobs,
+    size_cost,
+)
 from kernelevo.evaluate.verdict import Verdict
 from kernelevo.problem import load_problem
 from tests.conftest import PROBLEMS, ROOT
@@ -255,23 +264,32 @@ def test_extra_size_goes_beyond_every_declared_size_within_budget() -> None:
     m = p.namespace(p.sizes[0])
     knobs = extra_size_knobs(p, m)
     assert knobs == {"batch_size": (5, 16, 32768), "dim": (33, 4097, 50257)}  # GPU sizes count too
-    size, note = choose_extra_size(p, m, random.Random(1), 4 << 20, lambda z: 8 * z["batch_size"] * z["dim"],
-                                   lean=True)
+    size, note = choose_extra_size(p, m, random.Random(1), (4 << 20, 1 << 62),
+                                   lambda z: (8 * z["batch_size"] * z["dim"], 0), lean=True)
     assert note == "" and size["dim"] > 50257 and size["dim"] <= 2 * 50257 and size["batch_size"] == 5
-    roomy, _ = choose_extra_size(p, m, random.Random(1), 1 << 62, lambda z: 0)
+    rows, _ = choose_extra_size(p, m, random.Random(1), (1 << 62, 2048), lambda z: (0, z["batch_size"]), lean=True)
+    assert rows["batch_size"] == 5 and rows["dim"] > 50257  # many rows cost the interpreter: width goes beyond
+    roomy, _ = choose_extra_size(p, m, random.Random(1), (1 << 62, 1 << 62), lambda z: (0, 0))
     assert roomy["batch_size"] > 32768 and roomy["dim"] > 50257  # every dimension beyond when it fits
+
+
+def test_size_cost_counts_bytes_and_output_row_blocks() -> None:
+    p = load_problem(ROOT / "kernels" / "softmax" / "problem.py")
+    assert size_cost(p, {"batch_size": 5, "dim": 3000}) == (2 * 5 * 3000 * 4, 5 * 3)
+    assert _blocks(torch.empty(2500)) == 3 and _blocks(torch.empty(())) == 1
+    assert _blocks(torch.empty(7, 3, 1025)) == 21 * 2 and _blocks(3.0) == 1
 
 
 def test_extra_size_gives_up_with_a_note() -> None:
     p = load_problem(ROOT / "kernels" / "softmax" / "problem.py")
     m = p.namespace(p.sizes[0])
-    size, note = choose_extra_size(p, m, random.Random(1), 10, lambda z: 1 << 30)
-    assert size is None and "over the" in note and "budget" in note
+    size, note = choose_extra_size(p, m, random.Random(1), (10, 10), lambda z: (1 << 30, 1))
+    assert size is None and "over the budget" in note
 
     def refuse(z: dict) -> int:
         raise ValueError("shapes do not fit")
 
-    size, note = choose_extra_size(p, m, random.Random(1), 10, refuse)
+    size, note = choose_extra_size(p, m, random.Random(1), (10, 10), refuse)
     assert size is None and "ValueError: shapes do not fit" in note
 
 
@@ -281,12 +299,12 @@ def test_extra_size_setting_bounds_or_turns_it_off(tmp_path) -> None:
     off.write_text(src + "\nEXTRA_SIZE = False\n")
     p = load_problem(off)
     assert extra_size_knobs(p, p.namespace(p.sizes[0])) == {}
-    assert choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(0), 1 << 30, lambda z: 0) == (None, "")
+    assert choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(0), (1, 1), lambda z: (0, 0)) == (None, "")
     bound = tmp_path / "bound.py"
     bound.write_text(src + '\nEXTRA_SIZE = {"dim": 100}\n')
     p = load_problem(bound)
     assert extra_size_knobs(p, p.namespace(p.sizes[0])) == {"dim": (37, 64, 50)}
-    size, _ = choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(0), 1 << 30, lambda z: 0)
+    size, _ = choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(0), (1, 1), lambda z: (0, 0))
     assert set(size) == {"dim"} and 50 < size["dim"] <= 100
 
 

@@ -228,11 +228,15 @@ def _namespaces() -> list[tuple[str, Any]]:
         ("torch.fft", torch.fft), ("torch.cuda", torch.cuda), ("torch.cuda.Event", torch.cuda.Event),
         ("torch.library", torch.library), ("time", time), ("threading", threading),
     ]
-    for name in dir(torch.nn):  # every layer class's forward
-        cls = getattr(torch.nn, name)
-        if isinstance(cls, type) and issubclass(cls, torch.nn.Module) and cls is not torch.nn.Module:
-            spaces.append((f"torch.nn.{name}", cls))
     return spaces
+
+
+def _layers() -> list[tuple[str, type]]:
+    """Every nn layer class: what it defines itself (its forward) is checked; what it inherits is
+    checked once, on nn.Module."""
+    return [(f"torch.nn.{name}", cls) for name in dir(torch.nn)
+            if isinstance(cls := getattr(torch.nn, name), type) and issubclass(cls, torch.nn.Module)
+            and cls is not torch.nn.Module]
 
 
 def _resolve(cls: type, name: str) -> Any:
@@ -262,6 +266,10 @@ class Snapshot:
                 value = getattr(space, attr, None)
                 if _public(attr) and callable(value):
                     self._entries[f"{label}.{attr}"] = (space, attr, value)
+        for label, cls in _layers():
+            for attr, value in vars(cls).items():
+                if _public(attr) and callable(value):
+                    self._entries[f"{label}.{attr}"] = (cls, attr, (cls, value))
 
     def changed(self) -> str | None:
         """The first entry no longer what it was, as ``torch.softmax``; None when all hold."""

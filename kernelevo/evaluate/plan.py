@@ -31,9 +31,11 @@ from kernelevo.evaluate.poison import WorkRecorder
 from kernelevo.problem import Problem, ProblemError, flatten_outputs
 from kernelevo.reference import Reference, digest, fp32_precision, randomise_, to_device
 
-# The extra size's memory floor on a CPU: room for one row twice as wide as any declared width
-# (GPU sizes included) while the interpreter, slow per program, still runs it in about a second.
-CPU_EXTRA_BYTES = 4 << 20
+# The extra size on a CPU: room for a few rows twice as wide as any declared width (GPU sizes
+# included), but no more row blocks than the interpreter runs in a second or two (it pays ~0.3 ms
+# per program): a width beyond 50257 on 5 rows is 500 blocks; 8193 rows of 33 would be 8193.
+CPU_EXTRA_BYTES = 16 << 20
+CPU_EXTRA_BLOCKS = 2048
 
 
 @dataclass(frozen=True)
@@ -232,8 +234,20 @@ def extra_size_knobs(problem: Problem, module: Any) -> dict[str, tuple[int, int,
     return {k: v for k, v in knobs.items() if v[2] >= 2}
 
 
-def size_bytes(problem: Problem, size: dict[str, Any]) -> int:
-    """Inputs, weights and outputs of the reference at ``size``, from shapes alone (meta tensors)."""
+def _blocks(t: Any) -> int:
+    """How many 1024-element row blocks a tensor spans: rows times blocks per row. The interpreter
+    pays per program, so this, not bytes, is what a CPU evaluation's time follows."""
+    if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        return 1
+    if t.dim() == 1:
+        return -(-t.numel() // 1024)
+    last = t.shape[-1]
+    return (t.numel() // max(last, 1)) * -(-last // 1024)
+
+
+def size_cost(problem: Problem, size: dict[str, Any]) -> tuple[int, int]:
+    """(bytes of inputs, weights and outputs; the most row blocks any of them spans) of the reference
+    at ``size``, from shapes alone (meta tensors)."""
     mod = problem.namespace(size)
     with torch.device("meta"):
         model = mod.Model(*mod.get_init_inputs())
@@ -241,48 +255,63 @@ def size_bytes(problem: Problem, size: dict[str, Any]) -> int:
         total = _numel_bytes(inputs) + sum(t.numel() * t.element_size() for t in model.state_dict().values())
         try:
             with torch.no_grad():
-                total += _numel_bytes(model(*inputs))
-        except Exception:  # an op with no meta kernel: inputs and weights bound it well enough
-            total += _numel_bytes(inputs)
-    return total
+                out = list(flatten_outputs(model(*inputs)))
+        except Exception:  # an op with no meta kernel: its inputs stand in for its outputs
+            out = [t for t in flatten_outputs(inputs) if isinstance(t, torch.Tensor)]
+    tensors = [t for t in (*flatten_outputs(inputs), *out) if isinstance(t, torch.Tensor)]
+    return total + _numel_bytes(out), max((_blocks(t) for t in tensors), default=1)
 
 
 def choose_extra_size(
-    problem: Problem, module: Any, rng: random.Random, byte_budget: int,
-    measure: Callable[[dict[str, Any]], int], lean: bool = False,
+    problem: Problem, module: Any, rng: random.Random, budget: tuple[int, int],
+    measure: Callable[[dict[str, Any]], tuple[int, int]], lean: bool = False,
 ) -> tuple[dict[str, Any] | None, str]:
     """A size outside the declared ones: every size global beyond its largest declared value (up
     to twice it, not a power of two) while ``byte_budget`` allows, else as many as fit, chosen at
     random, with the others within this device's declared range (at their smallest when ``lean``:
-    the interpreter pays per program). Returns it, or None and a note saying why there is none."""
+    the interpreter pays per program), all within ``budget`` (bytes, output row blocks). Returns it,
+    or None and a note saying why there is none."""
     knobs = extra_size_knobs(problem, module)
     if not knobs:
         return None, ""
     names = list(knobs)
     last = ""
-    for _attempt in range(6):
-        beyond = list(names)  # every dimension beyond, as far as the budget allows
+    singles = names[:]
+    rng.shuffle(singles)
+    # Every dimension beyond first, shedding random ones while over the budget; then each alone.
+    for beyond in [list(names)] + [[k] for k in singles] + [list(names)] * 2:
         size: dict[str, Any] = dict(problem.overrides)
         for k, (lo, hi, top) in knobs.items():
             # Uniform beyond the top (a cap at 1.33x the largest declared width shows 2 times in 3),
             # log-uniform within the declared range.
             size[k] = _pick(rng, top + 1, 2 * top, uniform=True) if k in beyond else lo if lean else _pick(rng, lo, hi)
         try:
-            nbytes = measure(size)
+            cost = measure(size)
+
+            def over(c: tuple[int, int]) -> bool:
+                return c[0] > budget[0] or c[1] > budget[1]
+
             # Over the budget: the others down to their smallest declared value, then fewer knobs beyond.
             for k in sorted((k for k in names if k not in beyond), key=lambda k: -size[k]):
-                if nbytes <= byte_budget:
+                if not over(cost):
                     break
                 size[k] = knobs[k][0]
-                nbytes = measure(size)
-            while nbytes > byte_budget and len(beyond) > 1:
+                cost = measure(size)
+            beyond = list(beyond)
+            while over(cost) and len(beyond) > 1:
                 k = beyond.pop(rng.randrange(len(beyond)))
                 size[k] = knobs[k][0]
-                nbytes = measure(size)
-            if nbytes <= byte_budget:
+                cost = measure(size)
+            for _ in range(8):  # one knob left: bring it nearer its top, staying beyond it
+                if not over(cost):
+                    break
+                k, top = beyond[0], knobs[beyond[0]][2]
+                size[k] = _pick(rng, top + 1, max(top + 1, (size[k] + top) // 2), uniform=True)
+                cost = measure(size)
+            if not over(cost):
                 return size, ""
-            last = (f"{problem.label(size)} needs {nbytes / 2**20:.0f} MiB, over the "
-                    f"{byte_budget / 2**20:.0f} MiB budget")
+            last = (f"{problem.label(size)} needs {cost[0] / 2**20:.0f} MiB and {cost[1]} row blocks, over the "
+                    f"budget ({budget[0] / 2**20:.0f} MiB, {budget[1]} blocks)")
         except Exception as e:  # noqa: BLE001 - the reference refuses this combination: try another
             last = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
     return None, f"no extra size this time: {last}"
@@ -305,10 +334,10 @@ def make_plan(
             module = problem.namespace(problem.sizes[0])
             rng = random.Random(seed * 7919 + 13)
             largest = max(c.min_bytes for c in reference.cases)
-            budget = int(extra_budget_factor * largest)
-            if device == "cpu":  # the interpreter is slow per program, not per byte: wide rows stay cheap
-                budget = max(budget, CPU_EXTRA_BYTES)
-            size, note = choose_extra_size(problem, module, rng, budget, lambda z: size_bytes(problem, z),
+            budget = (int(extra_budget_factor * largest), 1 << 62)
+            if device == "cpu":  # the interpreter pays per program: bytes are cheap, row blocks are not
+                budget = (max(budget[0], CPU_EXTRA_BYTES), CPU_EXTRA_BLOCKS)
+            size, note = choose_extra_size(problem, module, rng, budget, lambda z: size_cost(problem, z),
                                            lean=device == "cpu")
             if note:
                 notes.append(note)
