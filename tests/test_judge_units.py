@@ -246,6 +246,23 @@ def test_foreign_kernels_are_those_neither_the_candidate_nor_pytorch_wrote() -> 
     assert foreign_kernels([("k", 0.0)], {"k"}) == ((), 0.0)
 
 
+def test_interpreter_gaps_are_not_blamed_on_the_kernel() -> None:
+    from kernelevo.evaluate.interpreter import _round_tf32, interpreter_fault
+
+    tb = 'File "/x/triton/runtime/interpreter.py", line 872, in create_extern_elementwise'
+    gap = interpreter_fault(NotImplementedError("extern_elementwise not supported in interpreter mode"), tb)
+    assert gap and "interpreter's limit, not necessarily a fault of the kernel" in gap
+    numpy_gap = interpreter_fault(TypeError("only length-1 arrays can be converted to Python scalars"), tb)
+    assert numpy_gap and "only length-1 arrays" in numpy_gap
+    assert interpreter_fault(ValueError("shape mismatch"), tb) is None  # the kernel's own fault
+    assert interpreter_fault(NotImplementedError("x"), "File /x/kernel.py") is None  # not the interpreter
+    import numpy as np
+
+    x = np.array([1.0 + 2**-12, 1.0 + 2**-10, -3.14159], dtype=np.float32)
+    r = _round_tf32(x)
+    assert r[0] == 1.0 and r[1] == x[1] and abs(r[2] - x[2]) < 2**-9 and r.dtype == np.float32
+
+
 # -- the extra size --------------------------------------------------------------------------------
 
 
