@@ -100,8 +100,8 @@ def test_landlock_refuses_tcp_connections() -> None:
     script = textwrap.dedent(f"""
         import socket, sys, tempfile
         from pathlib import Path
-        from kernelevo.evaluate.confine import landlock
-        note = landlock([Path(tempfile.mkdtemp())])
+        from kernelevo.evaluate.landlock import confine
+        note = confine([Path(tempfile.mkdtemp())])
         if note and "network" in note:
             print("NONET", note); sys.exit(0)
         try:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from kernelevo.candidate import detect_language
-from kernelevo.evaluate import confine, interpreter, launches, poison
+from kernelevo.evaluate import confine, interpreter, landlock, launches, poison
 from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.timing import Samples, synchronize, time_cpu, time_cuda
 from kernelevo.problem import flatten_outputs, load_problem
@@ -343,7 +343,7 @@ def _confine(job_dir: Path, candidate: str, device: str, refusals: list[str], ho
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if interpreted:
         interpreter.install()
-    note = confine.landlock(confine.writable_caches(job_dir))
+    note = landlock.confine(landlock.writable_caches(job_dir))
     confine.install_audit(candidate, refusals)
     poison.Poison.refuse_host_reads(host_reads)
     return note
