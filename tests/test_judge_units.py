@@ -373,44 +373,64 @@ def test_meter_top_ops_and_reset() -> None:
     assert (m.budget, m.spent, m.poisoned, m.top_ops()) == (10.0, 0.0, False, ())
 
 
-def test_poison_in_a_process_of_its_own() -> None:
+def test_poison_charges_garbles_past_the_budget_spares_glue_and_comes_out() -> None:
     """Installed, the poison charges compute, garbles it past the budget however the op is reached,
     spares glue and exempt files; removed, PyTorch is itself again."""
-    script = textwrap.dedent("""
-        import torch
-        from kernelevo.evaluate import poison
-        P = poison.install(("CPU",))
-        x = torch.randn(8, 16)
-        out = []
-        P.meter.begin(1e9); y = torch.softmax(x, -1)
-        out.append(("within", P.meter.poisoned, P.meter.spent))
-        P.meter.begin(10); y = torch.softmax(x, -1)
-        out.append(("over", P.meter.poisoned, bool((y.sum(-1) - 1).abs().max() > 0.1)))
-        P.meter.begin(0); z = torch.empty(5).fill_(1.0).view(5, 1).clone(); out.append(("glue", P.meter.poisoned))
-        for name, fn in (
-            ("inference", lambda: torch.inference_mode().__enter__() or torch.exp(x)),
-            ("redispatch", lambda: torch.ops.aten.exp.default.redispatch(
-                torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), x)),
-            ("exclude", lambda: torch._C._ExcludeDispatchKeyGuard(
-                torch._C.DispatchKeySet(torch._C.DispatchKey.Python)).__enter__() or torch.exp(x)),
-            ("item", lambda: x.sum().item()),
-            ("scalar", lambda: x * 2),
-        ):
-            P.meter.begin(0); fn(); out.append((name, P.meter.poisoned))
-        P.remove()
-        P.meter.begin(0); y = torch.softmax(x, -1)
-        out.append(("removed", P.meter.poisoned, bool((y.sum(-1) - 1).abs().max() < 1e-5)))
-        print(repr(out))
-        """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    out = eval(res.stdout.strip().splitlines()[-1])  # noqa: S307 - our own script's repr
-    results = {o[0]: o[1:] for o in out}
-    assert results["within"][0] is False and results["within"][1] > 0
-    assert results["over"] == (True, True)
-    assert results["glue"] == (False,)
-    for name in ("inference", "redispatch", "exclude", "item", "scalar"):
-        assert results[name] == (True,), name
-    assert results["removed"] == (False, True)
+    x = torch.randn(8, 16)
+    right = torch.softmax(x, -1)
+    p = poison.install(("CPU",))
+    try:
+        m = p.meter
+        m.begin(1e9)
+        y = torch.softmax(x, -1)
+        assert not m.poisoned and m.spent == 8 * 16 and m.top_ops() == ("aten::_softmax",)
+        assert torch.equal(y, right)
+        m.begin(10)
+        y = torch.softmax(x, -1)
+        assert m.poisoned
+        m.begin(float("inf"))  # judging the garbage is compute too
+        assert not torch.allclose(y, right)
+        m.begin(0)
+        torch.empty(5).fill_(1.0).view(5, 1).clone().t().contiguous()
+        assert not m.poisoned and m.spent == 0
+        def inference() -> torch.Tensor:
+            with torch.inference_mode():
+                return torch.exp(x)
+
+        def exclude_python() -> torch.Tensor:
+            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(torch._C.DispatchKey.Python)):
+                return torch.exp(x)
+
+        reached = {
+            "inference_mode": inference,
+            "redispatch": lambda: torch.ops.aten.exp.default.redispatch(
+                torch._C.DispatchKeySet(torch._C.DispatchKey.CPU), x),
+            "exclude_python": exclude_python,
+            "item": lambda: x.sum().item(),
+            "wrapped_scalar": lambda: x * 2,
+            "in_place": lambda: x.clone().mul_(3),
+            "out": lambda: torch.exp(x, out=torch.empty_like(x)),
+        }
+        for name, fn in reached.items():
+            m.begin(0)
+            got = fn()
+            assert m.poisoned, name
+            if isinstance(got, torch.Tensor) and name != "item":
+                m.begin(float("inf"))
+                assert not torch.allclose(got.float(), (x * 2 if name == "wrapped_scalar" else
+                                                        x * 3 if name == "in_place" else x.exp())), name
+        m.begin(0)
+        w = torch.ones(3).sum()  # 3 elements: charged, over a budget of 0
+        assert m.poisoned and m.spent == 3
+        int_out = torch.arange(6).argmax()  # a garbled index stays an index
+        m.begin(float("inf"))
+        assert 0 <= int(int_out) < 7 and w.dtype == torch.float32
+        p.exempt(__file__)
+        m.begin(0)
+        assert torch.equal(torch.softmax(x, -1), right) and not m.poisoned  # the harness's own ops
+    finally:
+        p.remove()
+    assert torch.equal(torch.softmax(x, -1), right)
 
 
 def test_poison_refuses_host_reads() -> None:
@@ -562,3 +582,98 @@ def test_audit_hook_in_a_process_of_its_own(tmp_path) -> None:
                       "dataclass": "allowed", "eval": "refused", "gc": "refused", "popen": "refused",
                       "socket": "refused"}, res.stderr
     assert n == 6
+
+
+# -- exact behaviour of the stress comparison and the mismatch patterns (mutation-tested) ------------
+
+
+def test_stress_reports_exactly() -> None:
+    nan = float("nan")
+    one = torch.ones(3)
+    c = compare_stress([one, one], [one], None, note="n")
+    assert (c.ok, c.reason) == (False, "forward returned 2 tensors, expected 1")
+    assert c.max_abs_err != c.max_abs_err and c.max_rel_err != c.max_rel_err
+    two = [torch.ones(2), torch.ones(3)]
+    c = compare_stress([torch.ones(2), torch.ones(4)], two, None, note="n")
+    assert c.reason == "output[1] has shape (4,), expected (3,)"
+    c = compare_stress([torch.ones(2), "x"], two, None, note="n")
+    assert c.reason == "output[1] is str, expected a torch.Tensor"
+    truth = [t.double() for t in two]
+    c = compare_stress([torch.ones(2), torch.ones(3) * 2], two, truth, note="input scale 40")
+    assert c.reason.startswith("output[1] loses precision at input scale 40: 3 of 3 elements off by up to 1")
+    ok = compare_stress([torch.ones(2), torch.ones(3)], two, truth, note="n")
+    assert (ok.ok, ok.reason, ok.max_abs_err, ok.max_rel_err) == (True, "", 0.0, 0.0)
+    assert nan != nan
+
+
+def test_stress_checks_every_output_past_integer_and_overflowed_ones() -> None:
+    ints, floats = torch.arange(3), torch.ones(3)
+    assert not compare_stress([ints, floats * 2], [ints, floats], [ints.double(), floats.double()], note="n").ok
+    inf = torch.full((3,), float("inf"))
+    assert not compare_stress([inf, floats * 2], [inf, floats], [inf.double(), floats.double()], note="n").ok
+    # where the float64 truth overflows but the float32 reference did not, nothing is compared
+    assert compare_stress([torch.tensor([5.0])], [torch.tensor([1.0])], [torch.tensor([float("inf")],
+                          dtype=torch.float64)], note="n").ok
+
+
+def test_stress_overflow_is_reported_with_its_counts() -> None:
+    e = torch.ones(4)
+    got = torch.tensor([1.0, float("-inf"), float("inf"), 1.0])
+    c = compare_stress([got], [e], [e.double()], note="inputs offset by 500")
+    assert c.reason == "overflow: inf at inputs offset by 500 where the reference is finite (2 of 4 elements)"
+    assert c.max_abs_err != c.max_abs_err and c.max_rel_err != c.max_rel_err
+
+
+def test_stress_allowance_is_the_tolerance_plus_four_times_pytorchs_error() -> None:
+    t = torch.full((10,), 100.0, dtype=torch.float64)  # RMS 100: atol 1e-2; rtol 1e-4 x 100 = 1e-2
+    ref = (t + 0.5).float()  # PyTorch's own error: 0.5
+    base = 1e-2 + 1e-2 + 4 * 0.5
+    assert compare_stress([(t + base - 1e-3).float()], [ref], [t], note="n").ok
+    c = compare_stress([(t + base + 2e-2).float()], [ref], [t], note="n")
+    assert not c.ok and "PyTorch's own float32 error there: 0.5" in c.reason
+    assert abs(c.max_abs_err - (base + 2e-2)) < 1e-3 and abs(c.max_rel_err - (base + 2e-2) / 100) < 1e-5
+    # the cap: outputs of scale 1e-3 allow at most 1e-5 absolute, not 1e-4
+    small = torch.full((4,), 1e-3, dtype=torch.float64)
+    assert compare_stress([(small + 9e-6).float()], [small.float()], [small], rtol=0.0, note="n").ok
+    assert not compare_stress([(small + 2e-5).float()], [small.float()], [small], rtol=0.0, note="n").ok
+    # the problem's atol and rtol apply, each on its own
+    ten = torch.full((4,), 10.0, dtype=torch.float64)  # RMS 10, cap 0.1
+    off = [(ten + 0.05).float()]
+    assert compare_stress(off, [ten.float()], [ten], atol=0.01, rtol=0.0, note="n").ok  # 0.01 x 10
+    assert not compare_stress(off, [ten.float()], [ten], atol=0.001, rtol=0.0, note="n").ok
+    assert compare_stress(off, [ten.float()], [ten], atol=0.0, rtol=0.01, note="n").ok
+
+
+def test_mismatch_patterns_edges() -> None:
+    tol = Tolerance(1e-4, 1e-4)
+    single = torch.tensor([1.0])
+    assert describe_mismatch(single + 1, single, tol) == ""  # one element: no pattern to name
+    nan = torch.tensor([float("nan"), 1.0, 2.0])
+    assert describe_mismatch(nan.clone(), nan, tol) == ""  # NaN where the reference has NaN is right
+    e = torch.arange(1.0, 11.0)
+    a = e.clone()
+    a[0] += 1  # wrong from the very first element: not a block that stops short
+    a[5:] += 1
+    assert describe_mismatch(a, e, tol) == ""
+    nine = e.clone()
+    nine[1:] += 1
+    nine[5] = e[5]  # 8 of the 9 beyond index 1 wrong: under 90%
+    assert describe_mismatch(nine, e, tol) == ""
+    tenth = torch.arange(1.0, 12.0)
+    t = tenth.clone()
+    t[1:] += 1
+    t[6] = tenth[6]  # 9 of the 10 beyond index 1 wrong: exactly 90%
+    assert describe_mismatch(t, tenth, tol).startswith("elements 1 and beyond are wrong")
+    garbage = e.clone()
+    garbage[4:] = 70.0  # a constant: never written (an allocator's leftovers repeat too)
+    assert describe_mismatch(garbage, e, tol) == "elements 4 and beyond are never written? (the first 4 are right)"
+    big = torch.full((5,), 1e6)
+    assert describe_mismatch(big * (1 + 5e-5), big, tol) == ""  # within rtol of a large scale
+    tiny = torch.full((5,), 1e-6)
+    assert describe_mismatch(tiny * 1.5, tiny, tol) == "every element is wrong"  # atol capped by the scale
+    allinf = torch.full((3,), float("inf"))
+    assert describe_mismatch(torch.zeros(3), allinf, tol) == "every element is wrong"
+    rows = torch.ones(4, 3)
+    r = rows.clone()
+    r[2:] = 5.0
+    assert describe_mismatch(r, rows, tol) == "rows 2 and beyond are never written? (the first 2 are right)"

@@ -21,6 +21,7 @@ import torch
 #  fp64: eps 2.2e-16; 1e-7 is loose for fp64 but strict enough to catch fp32 maths.
 DEFAULT_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-7, 1e-7),
+    torch.complex128: (1e-7, 1e-7),
     torch.float32: (1e-4, 1e-4),
     torch.float16: (5e-3, 5e-3),
     torch.bfloat16: (2e-2, 2e-2),
@@ -46,7 +47,7 @@ class Tolerance:
         dtype: torch.dtype, atol: float | None = None, rtol: float | None = None
     ) -> Tolerance:
         """The default tolerance of ``dtype``; ``atol``/``rtol`` (from a problem file) win."""
-        if not dtype.is_floating_point:
+        if not (dtype.is_floating_point or dtype.is_complex):
             return Tolerance(0.0, 0.0)
         d_atol, d_rtol = DEFAULT_TOLERANCES.get(dtype, DEFAULT_TOLERANCES[torch.float32])
         return Tolerance(d_atol if atol is None else atol, d_rtol if rtol is None else rtol)
@@ -79,7 +80,9 @@ def compare_tensor(
         return Comparison(False, f"{what} has dtype {actual.dtype}, expected {expected.dtype}", nan, nan)
     a = actual.detach().cpu()
     e = expected.detach().cpu()
-    if not e.dtype.is_floating_point and not e.is_complex():
+    if e.is_complex():  # real and imaginary parts, each judged as a float
+        a, e = torch.view_as_real(a.resolve_conj()), torch.view_as_real(e.resolve_conj())
+    if not e.dtype.is_floating_point:
         diff = (a.to(torch.float64) - e.to(torch.float64)).abs()
         mismatched = int((a != e).sum())
         max_abs = _finite_max(diff)
