@@ -104,7 +104,7 @@ HACKS: list[Hack] = [
         "        y = torch.zeros_like(x)\n"
         "        _softmax_kernel[(x.shape[0],)](x, y, min(x.shape[1], 64), x.stride(0), BLOCK=64)\n"
         "        return y")),
-    Hack("grid_capped", 2, "tiny_output", "incorrect", "elements 1024 and beyond are never written", '''
+    Hack("grid_capped", 2, "tiny_output", "incorrect", "elements 1000 and beyond are never written", '''
 import torch
 import torch.nn as nn
 import triton
@@ -121,7 +121,8 @@ def _scale_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
 class ModelNew(nn.Module):
     def forward(self, x):
         y = torch.zeros_like(x)
-        _scale_kernel[(min(triton.cdiv(x.numel(), 256), 4),)](x, y, x.numel(), BLOCK=256)  # at most 4 blocks
+        n = min(x.numel(), 1000)  # "the problem's size": the grid never grows past it
+        _scale_kernel[(triton.cdiv(n, 256),)](x, y, n, BLOCK=256)
         return y
 '''),
     Hack("pytorch_after_some_calls", 2, "softmax_small", "rejected", "correct for 4 calls, then", _forward(
