@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = ["compare", "static", "judge", "plan", "poison", "confine", "protocol", "launches", "interpreter"]
-TESTS = ["tests/test_compare.py", "tests/test_static.py", "tests/test_judge_units.py", "tests/test_gpu_report.py"]
+TESTS = ["tests/test_compare.py", "tests/test_static.py", "tests/test_judge_units.py", "tests/test_judge_parts.py",
+         "tests/test_gpu_report.py"]
 
 
 def main() -> None:

@@ -96,6 +96,14 @@ def install_audit(candidate_file: str, refusals: list[str]) -> None:
             f = f.f_back
         return f.f_code.co_filename if f is not None else ""
 
+    def on_stack() -> bool:
+        f = getframe(3)
+        while f is not None:
+            if f.f_code.co_filename == candidate_file:
+                return True
+            f = f.f_back
+        return False
+
     def hook(event: str, args: tuple[Any, ...]) -> None:
         if busy[0]:
             return
@@ -113,9 +121,10 @@ def install_audit(candidate_file: str, refusals: list[str]) -> None:
         busy[0] = True
         try:
             caller = effective_caller(scope)
+            # Dynamo and Inductor answer for themselves, but only ever run because the candidate asked.
+            compiler = any(c in caller for c in _COMPILER) and on_stack()
         finally:
             busy[0] = False
-        compiler = any(c in caller for c in _COMPILER)
         if caller != candidate_file and not compiler:
             return
         what = "torch.compile (Dynamo/Inductor are off in the judge)" if compiler else f"{why} ({event})"

@@ -125,9 +125,8 @@ def _stress_offset(rng: random.Random) -> float:
 def plan_size(
     problem: Problem, index: int, size: dict[str, Any], device: str, seed: int, share: float,
     stateful: bool, flops: int = 0, min_bytes: int = 0, extra: bool = False,
-) -> tuple[SizePlan, list[str]]:
-    """The calls for one size. Raises ProblemError when the reference cannot run there."""
-    notes: list[str] = []
+) -> SizePlan:
+    """The calls for one size. Raises when the reference cannot run there."""
     mod = problem.namespace(size)
     base = seed * 1_000_003 + index * 101 + (7 if extra else 0)
     rng = random.Random(base)
@@ -184,12 +183,11 @@ def plan_size(
         reference(inputs)
         return _state(model)
 
-    plan = SizePlan(
+    return SizePlan(
         index, problem.label(size), dict(size), init_inputs, state_a, state_b, tuple(calls), final_state,
         stateful, share * work.work, work.work, extra, flops, min_bytes,
         draw=lambda i: draw(100 + i), reference=reference, reference_state=reference_state,
     )
-    return plan, notes
 
 
 def _pow2(v: int) -> bool:
@@ -327,10 +325,8 @@ def make_plan(
     notes: list[str] = []
     with fp32_precision(reference.allow_tf32):
         for case in reference.cases:
-            sp, n = plan_size(problem, case.index, case.size, device, seed, share, case.stateful,
-                              case.flops, case.min_bytes)
-            sizes.append(sp)
-            notes += n
+            sizes.append(plan_size(problem, case.index, case.size, device, seed, share, case.stateful,
+                                   case.flops, case.min_bytes))
         if extra:
             module = problem.namespace(problem.sizes[0])
             rng = random.Random(seed * 7919 + 13)
@@ -344,10 +340,8 @@ def make_plan(
                 notes.append(note)
             if size is not None:
                 try:
-                    sp, n = plan_size(problem, len(sizes), size, device, seed, share, reference.cases[0].stateful,
-                                      extra=True)
-                    sizes.append(sp)
-                    notes += n
+                    sizes.append(plan_size(problem, len(sizes), size, device, seed, share,
+                                           reference.cases[0].stateful, extra=True))
                 except Exception as e:  # noqa: BLE001
                     notes.append(f"no extra size: the reference failed at {problem.label(size)} "
                                  f"({type(e).__name__})")

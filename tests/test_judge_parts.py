@@ -1,0 +1,429 @@
+"""The judge's in-process parts that other tests reach only through a worker: the plan of draws,
+the audit hook, hiding the judge, launch counting and autotune pinning, the interpreter bridges.
+Each patches something process-wide and puts it back, so they can run (and be mutation-tested)
+in the test process."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from triton.language.extra import libdevice
+
+from kernelevo.evaluate import confine, interpreter, launches
+from kernelevo.evaluate.plan import _floats, _stress_offset, _stress_scale, _truth, make_plan, plan_size
+from kernelevo.problem import load_problem
+from kernelevo.reference import build_reference
+from tests.conftest import PROBLEMS
+
+# -- the plan ---------------------------------------------------------------------------------------
+
+
+def test_a_plan_is_the_documented_sequence_of_draws() -> None:
+    ref = build_reference(load_problem(PROBLEMS / "layernorm_small.py"), "cpu")
+    plan = make_plan(ref, 11, 0.25, 3.0)
+    assert plan.seed == 11 and plan.notes == ()
+    declared, extra = plan.sizes[:-1], plan.sizes[-1]
+    assert [sp.label for sp in declared] == ["dim=33", "dim=64"] and extra.extra
+    for sp, case in zip(declared, ref.cases, strict=True):
+        assert [c.kind for c in sp.calls] == ["plain", "plain", "rescaled", "magnitude", "offset", "weights B"]
+        assert [c.weights for c in sp.calls] == ["A"] * 5 + ["B"]
+        assert sp.calls[0].note == "" and sp.calls[5].note == "after a second set of weights was loaded"
+        assert sp.calls[2].note.startswith("inputs x") and sp.calls[3].note.startswith("input scale ")
+        assert sp.calls[4].note.startswith("inputs offset by ")
+        assert [c.truth is not None for c in sp.calls] == [False, False, False, True, True, False]
+        assert all(c.truth[0].dtype == torch.float64 for c in sp.calls[3:5])
+        assert not sp.stateful and all(c.state_after is None for c in sp.calls)
+        assert sp.work == case.timing.inputs[0].numel() and sp.budget == 0.25 * sp.work
+        assert (sp.flops, sp.min_bytes) == (case.flops, case.min_bytes) and not sp.extra
+        # the second weight draw is what the model holds at the end, and what timed calls start from
+        assert torch.equal(sp.final_state["ln.weight"], sp.state_b["ln.weight"])
+        assert not torch.equal(sp.state_a["ln.weight"], sp.state_b["ln.weight"])
+        first = sp.draw(0)
+        assert torch.equal(sp.draw(0)[0], first[0]) and not torch.equal(sp.draw(1)[0], first[0])
+        expected = torch.nn.functional.layer_norm(first[0], (first[0].shape[-1],), sp.state_b["ln.weight"],
+                                                  sp.state_b["ln.bias"])
+        assert torch.allclose(sp.reference(first)[0], expected, atol=1e-6)
+    assert [c.kind for c in extra.calls] == ["extra", "extra"] and extra.size["dim"] > 64
+    assert extra.label == f"dim={extra.size['dim']}"  # only dim is a declared size global
+
+
+def test_stress_draws_are_large_and_offset_and_others_rescaled() -> None:
+    ref = build_reference(load_problem(PROBLEMS / "softmax_small.py"), "cpu")
+    sp = make_plan(ref, 3, 0.25, 3.0, extra=False).sizes[0]
+    plain, rescaled, magnitude, offset = (sp.calls[i].inputs[0] for i in (0, 2, 3, 4))
+    scale = float(sp.calls[3].note.split()[-1])
+    assert 32 <= scale <= 64 and magnitude.abs().max() > 25
+    shift = float(sp.calls[4].note.split()[-1])
+    assert 100 <= abs(shift) <= 1000 and abs(float(offset.mean())) > 50
+    factor = float(sp.calls[2].note.removeprefix("inputs x"))
+    assert math.exp(-1) <= factor <= math.e
+    assert 0.2 < float(plain.std()) < 5 and rescaled.shape == plain.shape
+
+
+def test_plan_seeds_reproduce_and_differ() -> None:
+    ref = build_reference(load_problem(PROBLEMS / "softmax_small.py"), "cpu")
+    a, b, c = (make_plan(ref, s, 0.25, 3.0) for s in (5, 5, 6))
+    for x, y in zip(a.sizes, b.sizes, strict=True):
+        assert x.size == y.size and all(torch.equal(p.inputs[0], q.inputs[0]) for p, q in zip(x.calls, y.calls,
+                                                                                              strict=True))
+    assert not torch.equal(a.sizes[0].calls[0].inputs[0], c.sizes[0].calls[0].inputs[0])
+    assert make_plan(ref, 5, 0.5, 3.0, extra=False).sizes[0].budget == 2 * a.sizes[0].budget
+    assert all(not sp.extra for sp in make_plan(ref, 5, 0.25, 3.0, extra=False).sizes)
+
+
+def test_stateful_plans_record_the_state_after_every_call() -> None:
+    ref = build_reference(load_problem(PROBLEMS / "batchnorm_train.py"), "cpu")
+    sp = make_plan(ref, 2, 0.25, 3.0, extra=False).sizes[0]
+    assert sp.stateful and all(c.state_after is not None for c in sp.calls)
+    means = [c.state_after["bn.running_mean"] for c in sp.calls]
+    assert all(not torch.equal(a, b) for a, b in zip(means, means[1:], strict=False))
+    assert int(sp.calls[4].state_after["bn.num_batches_tracked"]) == 5
+    assert int(sp.calls[5].state_after["bn.num_batches_tracked"]) == 1  # weights B loaded: counts restart
+    # a timed call starts from weights B: twice the same draw, the same output and state
+    d = sp.draw(0)
+    assert torch.equal(sp.reference(d)[0], sp.reference(d)[0])
+    after = sp.reference_state(d)
+    assert int(after["bn.num_batches_tracked"]) == 1
+    assert torch.equal(sp.reference_state(d)["bn.running_mean"], after["bn.running_mean"])
+
+
+def test_extra_size_failures_become_notes(tmp_path: Path) -> None:
+    src = (PROBLEMS / "softmax_small.py").read_text().replace(
+        "        return torch.softmax(x, dim=-1)",
+        "        assert x.shape[-1] <= 64, 'too wide'\n        return torch.softmax(x, dim=-1)")
+    f = tmp_path / "narrow.py"
+    f.write_text(src)
+    plan = make_plan(build_reference(load_problem(f), "cpu"), 1, 0.25, 3.0)
+    assert all(not sp.extra for sp in plan.sizes)
+    assert len(plan.notes) == 1 and plan.notes[0].startswith("no extra size")
+    off = tmp_path / "off.py"
+    off.write_text((PROBLEMS / "softmax_small.py").read_text() + "\nEXTRA_SIZE = False\n")
+    assert make_plan(build_reference(load_problem(off), "cpu"), 1, 0.25, 3.0).notes == ()
+
+
+def test_helpers_of_the_plan() -> None:
+    import random
+
+    rng = random.Random(0)
+    assert all(32 <= _stress_scale(rng) <= 64 for _ in range(50))
+    offsets = [_stress_offset(rng) for _ in range(100)]
+    assert all(100 <= abs(o) <= 1000 for o in offsets) and min(offsets) < 0 < max(offsets)
+    ints, fl = torch.arange(3), torch.ones(2)
+    out = _floats([ints, fl, 2.0, "x"], lambda t: t * 3)
+    assert torch.equal(out[0], ints) and torch.equal(out[1], fl * 3) and out[2:] == [2.0, "x"]
+
+    class Float32Only(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            assert x.dtype == torch.float32
+            return x
+
+    assert _truth(Float32Only(), [torch.ones(2)], "cpu") is None
+    t = _truth(torch.nn.Linear(2, 2), [torch.ones(1, 2)], "cpu")
+    assert t is not None and t[0].dtype == torch.float64
+
+
+def test_plan_size_refuses_a_broken_get_inputs(tmp_path: Path) -> None:
+    f = tmp_path / "p.py"
+    f.write_text("import torch\nimport torch.nn as nn\nn = 4\nclass Model(nn.Module):\n    def forward(self, x):\n"
+                 "        return x\ndef get_inputs():\n    return torch.ones(n)\ndef get_init_inputs():\n"
+                 "    return []\n")
+    with pytest.raises(Exception, match="get_inputs\\(\\) must return a list"):
+        plan_size(load_problem(f), 0, {}, "cpu", 0, 0.25, False)
+
+
+# -- the audit hook and hiding the judge --------------------------------------------------------------
+
+
+def _load(path: Path, name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dynamo_is_refused_whoever_asks(tmp_path: Path) -> None:
+    """First in this file: audit hooks cannot be removed, and every one refuses Dynamo."""
+    fake = tmp_path / "torch" / "_dynamo"
+    fake.mkdir(parents=True)
+    (fake / "convert_frame.py").write_text("def run():\n    return compile('1', 'x', 'eval')\n")
+    cand = tmp_path / "candidate.py"
+    cand.write_text("def forward(dynamo):\n    return dynamo.run()\n")
+    refusals: list[str] = []
+    confine.install_audit(str(cand), refusals)
+    dynamo, mine = _load(fake / "convert_frame.py", "fake_dynamo"), _load(cand, "dynamo_candidate")
+    assert dynamo.run() is not None  # not on the candidate's behalf: Dynamo may work here
+    with pytest.raises(PermissionError, match="torch.compile"):
+        mine.forward(dynamo)
+    assert refusals == ["torch.compile (Dynamo/Inductor are off in the judge)"]
+
+
+def test_audit_hook_in_process(tmp_path: Path) -> None:
+    """Refused to the candidate's own code however spelled; this test's code (not the candidate)
+    keeps every use. Hooks cannot be removed: this one only ever acts for its own temporary file."""
+    cand = tmp_path / "candidate.py"
+    cand.write_text(textwrap.dedent("""
+        import collections, dataclasses, inspect, sys
+
+        def probe(fn):
+            try:
+                fn()
+                return "allowed"
+            except PermissionError as e:
+                assert str(e).startswith("refused in the judge: ")
+                return "refused"
+
+        def tb_frame():
+            try:
+                raise ValueError
+            except ValueError as e:
+                return e.__traceback__.tb_frame
+
+        def gen():
+            yield 1
+
+        PROBES = {
+            "getframe": lambda: sys._getframe(),
+            "inspect": lambda: inspect.stack(),
+            "tb_frame": tb_frame,
+            "gi_frame": lambda: gen().gi_frame,
+            "namedtuple": lambda: collections.namedtuple("P", "a b"),
+            "dataclass": lambda: dataclasses.make_dataclass("D", ["a"]),
+            "eval": lambda: __import__("builtins").__dict__["ev" + "al"]("1"),
+            "compile": lambda: compile("1", "x", "eval"),
+            "gc": lambda: __import__("g" + "c").get_objects(),
+            "settrace": lambda: sys.settrace(None),
+            "popen": lambda: __import__("os").popen("true").read(),
+            "kill": lambda: __import__("os").kill(__import__("os").getpid(), 0),
+            "socket": lambda: __import__("socket").socket(),
+            "ctypes": lambda: __import__("ctypes").string_at(id(1), 4),
+        }
+
+        def run():
+            return {name: probe(fn) for name, fn in PROBES.items()}
+        """))
+    refusals: list[str] = []
+    confine.install_audit(str(cand), refusals)
+    mod = _load(cand, "audit_probe_candidate")
+    result = mod.run()
+    assert result == {
+        "getframe": "refused", "inspect": "refused", "tb_frame": "refused", "gi_frame": "refused",
+        "namedtuple": "allowed", "dataclass": "allowed", "eval": "refused", "compile": "refused",
+        "gc": "refused", "settrace": "refused", "popen": "refused", "kill": "refused", "socket": "refused",
+        "ctypes": "refused",
+    }
+    assert refusals[0] == "frame inspection (sys._getframe)" and len(refusals) == 12
+    assert "raw memory access (ctypes) (ctypes.string_at)" in refusals
+    assert "network access (socket.__new__)" in refusals and "starting processes (subprocess.Popen)" in refusals
+    # this module is not the candidate: the same capabilities stay ours
+    assert sys._getframe() is not None and eval("1") == 1 and compile("1", "x", "eval") is not None
+    import gc
+
+    assert gc.get_referents(refusals) is not None
+
+
+def test_hiding_the_judge_refuses_importing_it_again() -> None:
+    saved_modules = {k: v for k, v in sys.modules.items() if k.startswith("kernelevo")}
+    saved_path = list(sys.meta_path)
+    refusals: list[str] = []
+    try:
+        confine.hide_judge(refusals)
+        assert not [k for k in sys.modules if k == "kernelevo" or k.startswith("kernelevo.")]
+        with pytest.raises(ImportError, match="refused in the judge: importing kernelevo"):
+            __import__("kernelevo.evaluate.timing")
+        with pytest.raises(ImportError, match="refused in the judge: importing kernelevo.evaluate.judge"):
+            confine_finder = sys.meta_path[0]
+            confine_finder.find_spec("kernelevo.evaluate.judge")
+        assert confine_finder.find_spec("json") is None  # others are left to the usual finders
+        assert refusals == ["importing the judge (kernelevo)", "importing the judge (kernelevo.evaluate.judge)"]
+        import json  # others import as ever
+
+        assert json.dumps(1) == "1"
+    finally:
+        sys.meta_path[:] = saved_path
+        sys.modules.update(saved_modules)
+
+
+# -- launch counting and autotune pinning -----------------------------------------------------------
+
+_KERNELS = textwrap.dedent('''
+    import torch
+    import triton
+    import triton.language as tl
+
+
+    @triton.jit
+    def _double_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask) * 2, mask=mask)
+
+
+    @triton.autotune(configs=[triton.Config({"BLOCK": 16}), triton.Config({"BLOCK": 32}),
+                              triton.Config({"BLOCK": 64})], key=["n"])
+    @triton.jit
+    def _tuned_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask) + BLOCK, mask=mask)
+    ''')
+
+
+@pytest.fixture
+def triton_patches():
+    """Puts back every Triton class attribute the judge's installers wrap."""
+    from triton.runtime import interpreter as interp
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+
+    saved = [(JITFunction, "__init__"), (interp.InterpretedFunction, "__init__"), (interp.InterpretedFunction, "run"),
+             (Autotuner, "__init__"), (Autotuner, "prune_configs"), (interp, "_implicit_cvt"),
+             (interp.InterpreterBuilder, "create_dot")]
+    values = [(obj, name, getattr(obj, name)) for obj, name in saved]
+    import triton.language.extra.cuda.libdevice as cuda_ld
+    import triton.language.extra.libdevice as ld
+
+    libdevice = {m: dict(vars(m)) for m in (ld, cuda_ld)}
+    import triton
+
+    try:
+        active = triton.runtime.driver._active
+    except AttributeError:
+        active = None
+    yield
+    for obj, name, value in values:
+        setattr(obj, name, value)
+    for m, d in libdevice.items():
+        for k, v in d.items():
+            setattr(m, k, v)
+    if hasattr(triton.runtime.driver, "_active"):
+        triton.runtime.driver._active = active
+
+
+def test_launches_of_the_candidates_own_kernels_are_counted(tmp_path: Path, triton_patches) -> None:
+    cand = tmp_path / "candidate.py"
+    cand.write_text(_KERNELS)
+    other = tmp_path / "library.py"
+    other.write_text(_KERNELS)
+    counter = launches.install(str(cand), interpreted=True)
+    mine, theirs = _load(cand, "launch_candidate"), _load(other, "launch_library")
+    assert counter.names == {"_double_kernel", "_tuned_kernel"} and set(counter.jit) == counter.names
+    assert len(counter.autotuners) == 1 and launches.autotune_configs(counter) == 3
+    x = torch.arange(40.0)
+    y = torch.empty(40)
+    theirs._double_kernel[(3,)](x, y, 40, BLOCK=16)
+    assert counter() == 0, "a kernel of the same name from another file is not the candidate's"
+    mine._double_kernel[(3,)](x, y, 40, BLOCK=16)
+    assert counter() == 1 and torch.equal(y, x * 2) and counter.dtypes == {"float32"}
+    mine._double_kernel.warmup(x, y, 40, BLOCK=16, grid=(1,))
+    assert counter() == 1, "compiling ahead is not a launch"
+    assert counter.owns(mine._double_kernel) and not counter.owns(theirs._double_kernel)
+    assert counter.own_names() == counter.names
+
+
+def test_each_autotune_config_can_be_pinned(tmp_path: Path, triton_patches) -> None:
+    interpreter.install()  # the interpreter's benchmarker: the autotuner keeps the first config
+    cand = tmp_path / "candidate.py"
+    cand.write_text(_KERNELS)
+    counter = launches.install(str(cand), interpreted=True)
+    mod = _load(cand, "pin_candidate")
+    x = torch.zeros(40)
+    y = torch.empty(40)
+
+    def run() -> float:
+        mod._tuned_kernel[lambda meta: (triton_cdiv(40, meta["BLOCK"]),)](x, y, 40)
+        return float(y[0])
+
+    from triton import cdiv as triton_cdiv
+
+    assert run() == 16.0  # all configs tie in the interpreter: the first is kept
+    seen = []
+    for i in range(4):
+        with launches.pin(counter, i) as used:
+            seen.append(run())
+        assert len(used) == 1 and used[0].startswith("_tuned_kernel with BLOCK: ")
+    assert seen == [16.0, 32.0, 64.0, 16.0]  # wraps around
+    assert run() == 16.0, "nothing pinned outlives the call"
+    with launches.pin(counter, None) as used:
+        assert run() == 16.0 and used == []
+
+
+def test_profiler_launch_counts_and_kernel_names() -> None:
+    c = launches.ProfiledLaunchCounter("candidate.py", {"add_one"})
+    c.count([("void add_one(float*)", 3.0), ("void at::native::add_one_kernel()", 1.0), ("add_one", 2.0)])
+    assert c() == 2 and set(c.jit) == {"void add_one(float*)", "add_one"} and c.own_names() == {"add_one"}
+    src = ('__global__ void plain(float* x) {}\n__global__ __launch_bounds__(128) void bounded(int n) {}\n'
+           'extern "C" __global__ static void qualified(float* y) {}\n'
+           'k = cp.RawKernel(code, "raw")\nf = m.get_function(\'fetched\')\n')
+    assert launches.cuda_kernel_names(src) == {"plain", "bounded", "qualified", "raw", "fetched"}
+    assert launches.kernel_base_name("void ns::inner::k<float>(float*)") == "k"
+    assert launches.kernel_base_name("  spaced  ") == "spaced"
+
+
+# -- the interpreter bridges --------------------------------------------------------------------------
+
+
+def test_interpreter_bridges(triton_patches) -> None:
+    import triton
+    import triton.language as tl
+
+    interpreter.install()
+    drv = triton.runtime.driver.active
+    assert isinstance(drv, interpreter.InterpreterDriver) and drv.is_active()
+    props = drv.utils.get_device_properties(0)
+    assert props["multiprocessor_count"] == 4 and props["warpSize"] == 32 and props["max_num_regs"] == 65536
+    assert drv.get_current_target().backend == "cuda" and drv.get_current_device() == 0
+    assert drv.get_current_stream() == 0 and str(drv.get_active_torch_device()) == "cpu"
+    assert drv.get_benchmarker()(lambda: None, quantiles=(0.5,)) == [0.0, 0.0, 0.0]
+    assert drv.get_benchmarker()(lambda: None) == 0.0
+    cache = drv.get_empty_cache_for_benchmark()
+    cache.fill_(3)
+    drv.clear_cache(cache)
+    assert int(cache.abs().sum()) == 0 and cache.numel() == 1 << 16
+    dev = drv.get_device_interface()
+    start, end = dev.Event(enable_timing=True), dev.Event(enable_timing=True)
+    start.record()
+    end.record()
+    end.synchronize()
+    dev.synchronize()
+    assert start.elapsed_time(end) >= 0 and dev.current_device() == 0
+
+    @triton.jit
+    def _k(x_ptr, y_ptr, n, eps, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        m = offs < n
+        x = tl.load(x_ptr + offs, mask=m, other=1.0)
+        y = libdevice.tanh(x) + libdevice.rsqrt(x * x + eps.to(tl.float32)) + libdevice.erf(x)  # noqa: F821
+        tl.store(y_ptr + offs, tl.where(libdevice.isnan(y), 0.0, y), mask=m)
+
+    x = torch.linspace(-2, 2, 10)
+    y = torch.empty(10)
+    handle = _k.warmup(x, y, 10, 1e-5, BLOCK=16, grid=(1,))
+    assert isinstance(handle, interpreter.PrecompiledHandle) and handle.name == "_k"
+    handle._init_handles()
+    assert handle.n_regs > 0 and handle.metadata.shared > 0
+    handle[(1, 1, 1)](x, y, 10, 1e-5, 16)
+    expected = torch.tanh(x) + torch.rsqrt(x * x + 1e-5) + torch.erf(x)
+    assert torch.allclose(y, expected, atol=1e-5)
+
+    @triton.jit
+    def _dot(a_ptr, b_ptr, c_ptr, PREC: tl.constexpr):
+        r = tl.arange(0, 16)
+        a = tl.load(a_ptr + r[:, None] * 16 + r[None, :])
+        b = tl.load(b_ptr + r[:, None] * 16 + r[None, :])
+        tl.store(c_ptr + r[:, None] * 16 + r[None, :], tl.dot(a, b, input_precision=PREC))
+
+    a, b, c = torch.randn(16, 16), torch.randn(16, 16), torch.empty(16, 16)
+    _dot[(1,)](a, b, c, "ieee")
+    exact = (a.double() @ b.double()).float()
+    assert (c - exact).abs().max() < 1e-4
+    _dot[(1,)](a, b, c, "tf32")
+    assert (c - exact).abs().max() > 1e-4  # TF32's 10 mantissa bits show, as on a GPU
+    rounded = interpreter._round_tf32(np.array([1 + 2**-11], dtype=np.float32))
+    assert rounded[0] == np.float32(1 + 2**-10)  # round half up at the 10th bit
