@@ -249,7 +249,7 @@ def test_foreign_kernels_are_those_neither_the_candidate_nor_pytorch_wrote() -> 
 def test_interpreter_gaps_are_not_blamed_on_the_kernel() -> None:
     from kernelevo.evaluate.interpreter import _round_tf32, interpreter_fault
 
-    tb = 'File "/x/triton/runtime/interpreter.py", line 872, in create_extern_elementwise'
+    tb = 'File "/x/site-packages/triton/runtime/interpreter.py", line 872, in create_extern_elementwise'
     gap = interpreter_fault(NotImplementedError("extern_elementwise not supported in interpreter mode"), tb)
     assert gap and "interpreter's limit, not necessarily a fault of the kernel" in gap
     numpy_gap = interpreter_fault(TypeError("only length-1 arrays can be converted to Python scalars"), tb)
@@ -677,3 +677,333 @@ def test_mismatch_patterns_edges() -> None:
     r = rows.clone()
     r[2:] = 5.0
     assert describe_mismatch(r, rows, tol) == "rows 2 and beyond are never written? (the first 2 are right)"
+
+
+# -- exact texts and branches of the judgements (mutation-tested) -------------------------------------
+
+
+def test_kind_texts() -> None:
+    def kind(k: str, note: str = "") -> str:
+        return judge._kind_text(PlannedCall(k, (), "", (), None, note))
+
+    assert kind("plain") == "draw" and kind("rescaled", "inputs x2") == "draw (inputs x2)"
+    assert kind("magnitude", "input scale 40") == "stress draw (input scale 40)"
+    assert kind("offset", "inputs offset by 9") == "stress draw (inputs offset by 9)"
+    assert kind("weights B", "after b") == "draw (after b)" and kind("extra") == "draw (extra size)"
+    assert kind("something new") == "something new"
+
+
+def test_torch_reason_text() -> None:
+    sp = _size(work=200.0)
+    assert judge.torch_reason(100.0, ("aten::exp", "aten::sum"), sp, 0.25) == (
+        "50% of the reference's work ran in PyTorch (aten::exp, aten::sum); PyTorch compute beyond 25% of it "
+        "returns garbage in the judge, so the output was wrong: do the work in your own kernels")
+    assert "(PyTorch ops)" in judge.torch_reason(100.0, (), sp, 0.25)
+    assert judge.share_text(999, 100) == "999%" and judge.share_text(1000, 100) == "10x"
+
+
+def test_low_precision_note_needs_a_float32_problem_and_a_low_dtype() -> None:
+    wrong = torch.arange(4.0) * 2.001
+    for dtypes, expect in ((("float16",), True), (("bfloat16", "float32"), True), (("float32",), False),
+                           (("float64",), False)):
+        reason = judge.judge_call(_planned(), _out(wrong, dtypes=dtypes), _size(), None, None, 0.25, 0).reason
+        assert ("received" in reason) is expect, dtypes
+        if expect:
+            assert reason.endswith(f"(your kernels received {', '.join(dtypes)} tensors in a float32 problem)")
+    half = PlannedCall("plain", (torch.ones(2),), "d0", (torch.ones(2, dtype=torch.float16),), None)
+    got = P.Output(0, (torch.full((2,), 1.5, dtype=torch.float16),), 1, "d0", 0.0, (), False, ("float16",))
+    assert "received" not in judge.judge_call(half, got, _size(), None, None, 0.25, 0).reason
+
+
+def test_mismatch_pattern_leads_the_reason_and_stress_draws_skip_it() -> None:
+    e = torch.randn(4, 100)
+    cut = e.clone()
+    cut[:, 64:] = 0
+    planned = PlannedCall("plain", (e,), "d0", (e,), None)
+    r = judge.judge_call(planned, _out(cut), _size(), None, None, 0.25, 0).reason
+    assert r.startswith("size n=4, draw: columns 64 and beyond are never written? (the first 64 are right); output:")
+    two = PlannedCall("plain", (e,), "d0", (torch.ones(3), e), None)
+    r2 = judge.judge_call(two, P.Output(0, (torch.ones(3), cut), 1, "d0", 0, (), False), _size(), None, None, 0.25, 0)
+    assert "columns 64 and beyond" in r2.reason  # the pattern of the output that is wrong
+    stress = PlannedCall("magnitude", (e,), "d0", (e,), (e.double(),), "input scale 40")
+    r3 = judge.judge_call(stress, _out(cut), _size(), None, None, 0.25, 0).reason
+    assert "columns" not in r3 and "loses precision at input scale 40" in r3
+
+
+def test_recheck_and_state_reasons_exactly() -> None:
+    first = {3: (torch.ones(2),)}
+    assert judge.judge_recheck(first, {}, "n=2") == "size n=2: call 3's output is gone after later calls"
+    assert judge.judge_recheck(first, {3: (torch.ones(2), torch.ones(2))}, "n=2").endswith("after later calls")
+    assert judge.judge_recheck(first, {3: (torch.ones(2).double(),)}, "n=2").endswith(
+        "an earlier output changed after a later call: the buffer is reused; return a new tensor from every call")
+    sp = _size(final={"w": torch.ones(2)})
+    assert judge.judge_state({}, sp, None, None) == "size n=4: state_dict entry w is gone after the calls"
+    assert judge.judge_state({"w": torch.ones(3)}, sp, None, None) == (
+        "size n=4: w changed during forward (parameters and buffers are read-only; keep transformed copies "
+        "elsewhere)")
+    assert "changed during forward" in judge.judge_state({"w": torch.ones(2).double()}, sp, None, None)
+    assert judge.judge_state({"w": torch.ones(2), "extra": torch.ones(1)}, sp, None, None) is None
+    stateful = _size(stateful=True, final={"w": torch.ones(2)})
+    assert judge.judge_state({"w": torch.ones(2) * 1.01}, stateful, 0.0, 0.02) is None  # problem tolerance
+    assert judge.judge_state({"w": torch.ones(2) * 1.01}, stateful, None, None) is not None
+
+
+def test_timed_reason_exactly() -> None:
+    sp = _size()
+    wrong = judge.judge_timed({5: (torch.zeros(2),)}, {5: (torch.ones(2),)}, sp, None, None, 4)
+    assert wrong.startswith("size n=4: a timed call's output is wrong after 4 correct calls (output: 2 of 2")
+    assert wrong.endswith("); every call is checked, timed ones included")
+    assert judge.judge_timed({5: (torch.zeros(2),)}, {5: (torch.ones(2),)}, sp, 0.0, 2.0, 4) is None
+    assert judge.judge_timed({}, {5: (torch.ones(2),)}, sp, None, None, 4) == "size n=4: timed call 5's output is gone"
+    assert judge.judge_timed({}, {}, sp, None, None, 4) is None
+
+
+def test_foreign_reason_threshold_and_names() -> None:
+    def out(names: tuple[str, ...], share: float) -> P.Output:
+        return P.Output(0, (), 1, "", 0.0, (), False, (), names, share)
+
+    assert judge.foreign_reason(out(("a", "b", "c", "d"), 0.5), 0.25) == (
+        "50% of the GPU time ran in kernels it did not write (a, b, c); write them yourself")
+    assert judge.foreign_reason(out(("a",), 0.25), 0.25) is None  # at the share: allowed
+    assert judge.foreign_reason(out((), 0.9), 0.25) is None
+    timed = P.Timed((1.0,), 1, foreign=("x",), foreign_share=0.3)
+    assert "30% of the GPU time" in judge.foreign_reason(timed, 0.25)
+
+
+def test_process_state_reasons_exactly(monkeypatch) -> None:
+    import torch._dynamo.config as dynamo_config
+
+    refusals: list[str] = []
+    reads: list[str] = []
+    monkeypatch.setenv("TORCH_COMPILE_DISABLE", "1")
+    monkeypatch.setattr(dynamo_config, "disable", True)  # as the variable makes it in a worker
+    state = ProcessState(Snapshot(), refusals, reads)
+    assert state.compile_off and state.violation() is None
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        assert state.violation() == "changed the TF32 / matmul precision settings"
+    finally:
+        torch.set_float32_matmul_precision(old)
+    flag = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = not flag
+    try:
+        assert state.violation() == "changed the TF32 / matmul precision settings"
+    finally:
+        torch.backends.cudnn.allow_tf32 = flag
+    with torch.autocast("cpu"):
+        assert state.violation().startswith("changed the autocast state")
+    was = dynamo_config.disable
+    dynamo_config.disable = False
+    try:
+        assert state.violation() == "switched torch.compile back on (Dynamo/Inductor are off in the judge)"
+        monkeypatch.setenv("TORCH_COMPILE_DISABLE", "0")
+        assert ProcessState(Snapshot(), [], []).violation() is None  # off only where the worker turned it off
+    finally:
+        dynamo_config.disable = was
+    from torch.overrides import TorchFunctionMode
+
+    with TorchFunctionMode():
+        assert state.violation() == ("left a TorchDispatchMode or TorchFunctionMode active; outputs must be computed "
+                                     "when returned")
+    reads.append("tolist")
+    assert state.violation() == ("read tensor data on the host (Tensor.tolist()); host round trips are refused: "
+                                 "compute in your kernels")
+    refusals.append("x")
+    assert state.violation() == "used x, which candidates may not"
+
+
+def test_raw_threads_count_too() -> None:
+    import _thread
+
+    state = ProcessState(Snapshot(), [], [])
+    stop = threading.Event()
+    started = threading.Event()
+
+    def body() -> None:
+        started.set()
+        stop.wait()
+
+    _thread.start_new_thread(body, ())  # not a threading.Thread: only _thread's count sees it
+    started.wait()
+    try:
+        assert state.violation() == "left a thread running (work after return is not timed)"
+    finally:
+        stop.set()
+    import time as _t
+
+    for _ in range(100):
+        if state.violation() is None:
+            break
+        _t.sleep(0.01)
+    assert state.violation() is None
+
+
+@pytest.mark.parametrize("name", ["torch.nn.functional.softmax", "torch.Tensor.__matmul__", "torch.nn.Module.__call__",
+                                  "time.perf_counter", "threading.Thread", "torch.cuda.synchronize",
+                                  "torch.cuda.Event.record", "torch.library.impl", "torch.linalg.norm",
+                                  "torch.special.expit", "torch.fft.fft", "torch.nn.Linear.forward", "torch.exp"])
+def test_snapshot_covers(name: str) -> None:
+    import importlib
+
+    snap = Snapshot()
+    owner_path, attr = name.rsplit(".", 1)
+    parts = owner_path.split(".")
+    owner = importlib.import_module(parts[0])
+    for p in parts[1:]:
+        owner = getattr(owner, p)
+    original = owner.__dict__[attr] if isinstance(owner, type) and attr in owner.__dict__ else None
+    setattr(owner, attr, lambda *a, **k: None)
+    try:
+        assert snap.changed() == name
+    finally:
+        if original is not None:
+            setattr(owner, attr, original)
+        elif isinstance(owner, type):
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, snap._entries[name][2])
+    assert snap.changed() is None
+
+
+def test_snapshot_leaves_private_names_alone() -> None:
+    snap = Snapshot()
+    assert "torch._C" not in snap._entries and "torch.Tensor.__repr__" in snap._entries
+    torch._kernelevo_probe = 1
+    try:
+        assert snap.changed() is None
+    finally:
+        del torch._kernelevo_probe
+
+
+def test_channel_edges() -> None:
+    import io
+
+    a, b = socket.socketpair()
+    key = os.urandom(32)
+    left, right = P.Channel(a, key), P.Channel(b, key)
+    big = torch.arange(3_000_000, dtype=torch.float32)  # 12 MB: many reads to assemble
+    left_thread = threading.Thread(target=left.send, args=(P.Load({"w": big}),))
+    left_thread.start()
+    got = right.recv(timeout=30)
+    left_thread.join()
+    assert isinstance(got, P.Load) and torch.equal(got.state_dict["w"], big)
+    # a valid signature over bytes that are not a message
+    garbage = b"not a torch file"
+    mac = P.hmac.new(key, garbage, P.hashlib.sha256).digest()
+    a.sendall(P._HEADER.pack(len(garbage), mac) + garbage)
+    with pytest.raises(P.ChannelError, match="unreadable message"):
+        right.recv(timeout=5)
+    a.sendall(P._HEADER.pack(P.MAX_FRAME + 1, mac))
+    with pytest.raises(P.ChannelError, match="too large"):
+        right.recv(timeout=5)
+    right.close()
+    right.close()  # closing twice is harmless
+    with pytest.raises(P.ChannelError, match="the other side is gone"):
+        for _ in range(100):  # the peer's close shows on a later send
+            left.send(P.Bye())
+    a.close()
+    buf = io.BytesIO()
+    torch.save({"kind": "Call", "id": 1, "inputs": [torch.ones(1), 2], "pin": None}, buf)
+    call = P.decode(buf.getvalue())
+    assert isinstance(call.inputs, tuple) and call.inputs[1] == 2  # tuple fields stay tuples
+
+
+def test_every_message_round_trips() -> None:
+    t = torch.ones(2)
+    messages = [
+        P.Setup("candidate", "cpu", False, {"cpu_reps": 3}, "/p.py", {"n": 4}),
+        P.Construct(0, "n=4", (4,), 9.5, {"n": 4}),
+        P.Load({"w": t}), P.Call(1, (t,), 2), P.Recheck((1, 2)), P.Release((3,)), P.GetState(),
+        P.Time(4, ((t,), (t,)), 1, {"w": t}), P.Bye(), P.Ready(("k",), 2, "n"), P.Done(),
+        P.Failed("rejected", "r", "tb", 3, 1.5, ("aten::exp",)),
+        P.Output(1, (t,), 1, "d", 2.0, ("aten::exp",), True, ("float32",), ("f",), 0.5, ("c",)),
+        P.Outputs({1: (t,)}), P.State({"w": t}), P.Timed((1.0, 2.0), 3, True, {"x": 1}, 4.0, True, ("o",), ("f",), 0.1),
+    ]
+    for msg in messages:
+        back = P.decode(P.encode(msg))
+        assert type(back) is type(msg)
+        assert repr(back) == repr(msg), type(msg).__name__
+
+
+def test_host_reads_of_gpu_tensors_pass_through_dlpack_only() -> None:
+    refused: list[str] = []
+    originals = poison.Poison.refuse_host_reads(refused)
+    try:
+        meta = torch.empty(2, device="meta")
+        with pytest.raises(Exception) as info:  # not ours: the original's own complaint about meta tensors
+            meta.__dlpack__()
+        assert "refused in the judge" not in str(info.value)
+        with pytest.raises(RuntimeError, match=r"Tensor.tolist\(\) is refused in the judge"):
+            meta.tolist()
+        assert refused == ["tolist"] and torch.Tensor.numpy.__name__ == "numpy"
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+def test_interpreter_gap_messages() -> None:
+    from kernelevo.evaluate.interpreter import _GAPS, interpreter_fault
+
+    tb = "/site-packages/triton/runtime/interpreter.py"
+    for gap in _GAPS:
+        assert interpreter_fault(RuntimeError(gap), tb) is not None, gap
+        assert interpreter_fault(RuntimeError(gap), "elsewhere.py") is None
+    wrapped = interpreter_fault(RuntimeError("InterpreterError: 0 active drivers"), "no traceback")
+    assert wrapped is None  # the name in a message proves nothing: the error's type or its traceback does
+    from triton.runtime.errors import InterpreterError
+
+    assert interpreter_fault(InterpreterError("0 active drivers ([])"), "kernel.py") is not None
+    assert interpreter_fault(NotImplementedError(""), tb).startswith(
+        "Triton's CPU interpreter cannot run a construct this kernel uses (NotImplementedError)")
+
+
+def test_extra_size_knob_rules(tmp_path) -> None:
+    src = ("import torch\nimport torch.nn as nn\nbatch = 16\nwidth = 40\nflag = True\nAXIS = 64\nsmall = 4\n"
+           "class Model(nn.Module):\n    def forward(self, x):\n        return x\n"
+           "def get_inputs():\n    return [torch.randn(batch, width)]\ndef get_init_inputs():\n    return []\n")
+    single = tmp_path / "single.py"
+    single.write_text(src)
+    p = load_problem(single)
+    assert extra_size_knobs(p, p.namespace({})) == {"batch": (16, 16, 16), "width": (40, 40, 40)}
+    sized = tmp_path / "sized.py"
+    sized.write_text(src + 'SIZES = [{"batch": 8, "width": 40, "flag": False}, {"batch": 16, "width": 24}]\n'
+                     'CPU_SIZES = [{"batch": 2, "width": 5}]\n')
+    p = load_problem(sized)
+    m = p.namespace(p.sizes[0])
+    assert extra_size_knobs(p, m) == {"batch": (2, 2, 16), "width": (5, 5, 40)}  # bools are not sizes
+    gpu = load_problem(sized, device="cuda")
+    assert extra_size_knobs(gpu, gpu.namespace(gpu.sizes[0])) == {"batch": (8, 16, 16), "width": (24, 40, 40)}
+    bounded = tmp_path / "bounded.py"
+    bounded.write_text(src + 'SIZES = [{"batch": 8, "width": 40}]\nEXTRA_SIZE = {"width": 200, "batch": True, '
+                       '"nope": 5, "batch2": "x"}\n')
+    p = load_problem(bounded)
+    assert extra_size_knobs(p, p.namespace(p.sizes[0])) == {"width": (40, 40, 100)}
+
+
+def test_extra_size_budget_steps(tmp_path) -> None:
+    import random as _random
+
+    f = tmp_path / "p.py"
+    f.write_text("import torch\nimport torch.nn as nn\na = 10\nb = 10\nc = 10\n"
+                 "class Model(nn.Module):\n    def forward(self, x):\n        return x\n"
+                 "def get_inputs():\n    return [torch.randn(a, b, c)]\ndef get_init_inputs():\n    return []\n"
+                 'SIZES = [{"a": 10, "b": 10, "c": 10}, {"a": 20, "b": 30, "c": 40}]\n')
+    p = load_problem(f)
+    m = p.namespace(p.sizes[0])
+    seen = []
+
+    def measure(z: dict) -> tuple[int, int]:
+        seen.append(dict(z))
+        return (z["a"] * z["b"] * z["c"], 0)
+
+    size, note = choose_extra_size(p, m, _random.Random(3), (10**9, 10), measure)
+    assert note == "" and size["a"] > 20 and size["b"] > 30 and size["c"] > 40 and len(seen) == 1
+    seen.clear()
+    # only one dimension may go beyond, the others come back to their smallest declared value
+    size, note = choose_extra_size(p, m, _random.Random(3), (50 * 10 * 10, 10), measure, lean=True)
+    assert note == "" and sum(size[k] > top for k, top in (("a", 20), ("b", 30), ("c", 40))) == 1
+    assert sorted(v for k, v in size.items() if v <= 40) == [10, 10]
+    # a budget only the nearest values beyond fit: the last knob is brought near its top
+    size, note = choose_extra_size(p, m, _random.Random(3), (21 * 10 * 10, 10), measure, lean=True)
+    assert note == "" and size == {"a": 21, "b": 10, "c": 10}

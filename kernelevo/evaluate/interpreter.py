@@ -244,7 +244,7 @@ def interpreter_fault(error: BaseException, tb_text: str) -> str | None:
     """When an error comes from Triton's CPU interpreter rather than the kernel, what to tell the
     model instead of blaming the kernel; None when the kernel is at fault (or nothing tells)."""
     text = f"{type(error).__name__}: {error}"
-    if "interpreter" not in tb_text and "InterpreterError" not in text:
+    if "triton/runtime/interpreter.py" not in tb_text and type(error).__name__ != "InterpreterError":
         return None
     gap = next((g for g in _GAPS if g in text or g in tb_text), None)
     if gap is None and not isinstance(error, NotImplementedError):
