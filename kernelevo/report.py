@@ -142,6 +142,9 @@ def run_report(store: Any) -> dict[str, Any]:
             "prompt_kind": c.prompt_kind, "status": c.status, "verdict": c.verdict, "reason": c.reason,
             "speedup": c.speedup, "cell": c.cell, "note": c.note, "language": c.language, "source": c.source,
             "sizes": c.evaluation.to_json()["sizes"] if c.evaluation else [],
+            "seed": c.evaluation.seed if c.evaluation else None,
+            "hybrid": bool(c.evaluation and c.evaluation.hybrid),
+            "torch_share": c.evaluation.torch_share if c.evaluation else None,
         })
     correct = [d for d in out if d["verdict"] == "correct" and d["speedup"]]
     best = max(correct, key=lambda d: d["speedup"]) if correct else None
@@ -170,7 +173,8 @@ def print_run(report: dict[str, Any], console: Console | None = None) -> None:
         table.add_column(col)
     for d in report["candidates"]:
         made = d["origin"] if not d["model"] else f"{d['model']} ({d['prompt_kind']})"
-        table.add_row(str(d["id"]), str(d["parent_id"] or "-"), made, d["verdict"] or d["status"],
+        verdict = (d["verdict"] or d["status"]) + (" (hybrid)" if d.get("hybrid") else "")
+        table.add_row(str(d["id"]), str(d["parent_id"] or "-"), made, verdict,
                       f"{d['speedup']:.3g}x" if d["speedup"] else "-", d["cell"] or "-",
                       (d["reason"] or d["note"] or "")[:80])
     console.print(table)

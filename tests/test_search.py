@@ -236,7 +236,9 @@ def test_show_json_has_the_promised_fields(tmp_path: Path) -> None:
     assert report["problem"] == "softmax_small" and report["device"] == "cpu"
     assert report["best"] is not None and report["best"]["verdict"] == "correct"
     for c in report["candidates"]:
-        assert {"id", "parent_id", "model", "verdict", "reason", "speedup", "source", "cell"} <= set(c)
+        assert {"id", "parent_id", "model", "verdict", "reason", "speedup", "source", "cell", "seed", "hybrid",
+                "torch_share"} <= set(c)
+        assert c["hybrid"] is False and isinstance(c["seed"], int)  # every evaluation's draw, to reproduce it
     assert [c["verdict"] for c in report["candidates"]].count("incorrect") == 1
     llm = report["llm"]
     assert llm["calls"] == n_requests and set(llm["by_model"]) == {"openai/cheap", "openai/strong"}
