@@ -197,6 +197,8 @@ def optimize(
         for warning in run.warnings:
             typer.echo(f"kernelevo: warning: {warning}", err=True)
         summary = run.search()
+        for note in run.evaluator.run_notes:
+            typer.echo(f"kernelevo: note: {note}", err=True)
     from kernelevo.report import print_summary
 
     print_summary(summary)

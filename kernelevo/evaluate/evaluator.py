@@ -135,6 +135,11 @@ class Evaluator:
 
             self.calibration = ensure()  # measured once per GPU type, then read from profiling/
 
+    @property
+    def run_notes(self) -> tuple[str, ...]:
+        """What the judge could not do on this machine, said once per evaluator (no Landlock, say)."""
+        return tuple(self._notes)
+
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Evaluator:
         return self
