@@ -14,44 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from kernelevo.problem import Problem, ProblemError, flatten_outputs
-
-# Aten ops that only allocate, reshape, move or copy: PyTorch "glue" a candidate may keep.
-# Any other op the reference calls is compute; a candidate that calls all of the
-# reference's compute ops itself has not replaced anything with its kernel.
-GLUE_OPS = frozenset(
-    """
-    empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like ones ones_like full
-    full_like fill zero new_zeros new_ones new_full scalar_tensor arange view _unsafe_view view_as
-    reshape _reshape_alias as_strided expand expand_as permute transpose t contiguous clone copy
-    _to_copy to detach alias lift_fresh unsqueeze squeeze select slice split split_with_sizes chunk
-    unbind flatten unflatten narrow resize set _local_scalar_dense item is_nonzero numpy_T
-    """.split()
-)
-
-
-def op_name(func: Any) -> str:
-    name = func.overloadpacket.__name__
-    return name if name.startswith("__") else name.removesuffix("_")
-
-
-class OpRecorder(TorchDispatchMode):
-    """Records the names of the aten ops a call dispatches (in-place variants folded in)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        self.ops.add(op_name(func))
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def compute_ops(self) -> frozenset[str]:
-        return frozenset(self.ops - GLUE_OPS)
+from kernelevo.work import WorkRecorder
 
 
 @contextmanager
@@ -239,7 +205,7 @@ def build_case(
             "random numbers (Dropout with p > 0 in training mode?), so no candidate can match it"
         )
 
-    rec, flops = OpRecorder(), FlopCounterMode(display=False)
+    rec, flops = WorkRecorder(), FlopCounterMode(display=False)
     dev_timing = to_device(timing_inputs, device, copy=True)
 
     def traced() -> Any:

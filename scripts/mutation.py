@@ -8,7 +8,7 @@ BENCHMARKS.md. Not part of CI: it takes tens of minutes on two cores.
 The worker-side plumbing (worker, zygote, sandbox, timing, evaluator) runs in forked processes
 that mutmut cannot switch mutants in; it is tested end to end by the adversarial suite instead.
 
-Usage: python scripts/mutation.py [--modules compare judge ...] [--keep DIR]
+Usage: python scripts/mutation.py [--modules evaluate/compare work ...] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ["compare", "static", "judge", "plan", "poison", "confine", "protocol", "launches", "interpreter"]
+MODULES = ["evaluate/compare", "evaluate/static", "evaluate/judge", "evaluate/plan", "evaluate/poison", "work",
+           "evaluate/confine", "evaluate/protocol", "evaluate/launches", "evaluate/interpreter"]
 TESTS = ["tests/test_compare.py", "tests/test_static.py", "tests/test_judge_units.py", "tests/test_judge_parts.py",
          "tests/test_gpu_report.py"]
 
@@ -40,7 +41,7 @@ def main() -> None:
         dst = work / f
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dst)
-    sources = "\n    ".join(f"kernelevo/evaluate/{m}.py" for m in args.modules)
+    sources = "\n    ".join(f"kernelevo/{m}.py" for m in args.modules)
     (work / "setup.cfg").write_text(
         "[mutmut]\n"
         f"source_paths={sources}\n"
@@ -55,9 +56,9 @@ def main() -> None:
                          capture_output=True, text=True).stdout
     per: dict[str, Counter[str]] = {}
     for line in out.splitlines():
-        m = re.match(r"\s*kernelevo\.evaluate\.(\w+)\.\S+: (.+)$", line)
+        m = re.match(r"\s*kernelevo\.([\w.]+?)\.x\S*: (.+)$", line)
         if m:
-            per.setdefault(m.group(1), Counter())[m.group(2).strip()] += 1
+            per.setdefault(m.group(1).replace(".", "/"), Counter())[m.group(2).strip()] += 1
     print("| module | killed | survived | other | score |")
     print("|---|---|---|---|---|")
     total = Counter()

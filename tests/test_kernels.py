@@ -208,10 +208,10 @@ def test_seed_structure(op: str) -> None:
 @pytest.mark.parametrize("op", OPS)
 def test_forward_calls_only_glue_ops(op: str) -> None:
     """PyTorch only allocates, reshapes and copies; all arithmetic is in the seed's kernels."""
-    from kernelevo.reference import OpRecorder
+    from kernelevo.work import WorkRecorder
 
     _, new, inputs = build(op, problem(op).CPU_SIZES[0])
-    rec = OpRecorder()
+    rec = WorkRecorder()
     with torch.no_grad(), rec:
         new(*inputs)
     assert not rec.compute_ops, f"{op}: forward calls PyTorch compute ops {sorted(rec.compute_ops)}"

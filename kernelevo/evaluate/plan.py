@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from kernelevo.evaluate.poison import WorkRecorder
 from kernelevo.problem import Problem, ProblemError, flatten_outputs
 from kernelevo.reference import Reference, digest, fp32_precision, randomise_, to_device
+from kernelevo.work import WorkRecorder
 
 # The extra size on a CPU: room for a few rows twice as wide as any declared width (GPU sizes
 # included), but no more row blocks than the interpreter runs in a second or two: it pays per

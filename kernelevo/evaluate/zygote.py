@@ -68,12 +68,13 @@ def main() -> None:
     import kernelevo.profile.gpu  # noqa: F401
     import kernelevo.profile.triton_meta  # noqa: F401
     from kernelevo.evaluate import poison
+    from kernelevo.work import WorkRecorder
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         import triton.runtime.interpreter  # noqa: F401
     # The first dispatch-mode trace imports ~1 s of torch internals; pay it here. Two
     # elements stay below ATen's parallel grain, so no OpenMP pool exists when we fork.
-    with poison.WorkRecorder():
+    with WorkRecorder():
         torch.relu(torch.ones(2)).sum()
     import torch.utils.flop_counter  # noqa: F401
 
