@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import triton.language.extra.cuda.libdevice as cuda_libdevice
 from triton.language.extra import libdevice
 
 from kernelevo.evaluate import confine, interpreter, launches
@@ -427,3 +428,157 @@ def test_interpreter_bridges(triton_patches) -> None:
     assert (c - exact).abs().max() > 1e-4  # TF32's 10 mantissa bits show, as on a GPU
     rounded = interpreter._round_tf32(np.array([1 + 2**-11], dtype=np.float32))
     assert rounded[0] == np.float32(1 + 2**-10)  # round half up at the 10th bit
+
+
+def test_a_seed_reproduces_its_plan_exactly() -> None:
+    """``--seed`` promises the same verdict later: the same draws, weights and extra size, bit for bit.
+    (Digests of the inputs each call gets; sums of the weights and of timing draws.)"""
+    ref = build_reference(load_problem(PROBLEMS / "layernorm_small.py"), "cpu")
+    plan = make_plan(ref, 5, 0.25, 3.0)
+    golden = [
+        ("dim=33", ["d1684acc358e", "6455a6d527df", "d1bc7b4c5a04", "15b50216991b", "c562a703f2f5", "3959e4733627"],
+         ["", "", "inputs x1.08", "input scale 40.9", "inputs offset by 332.6",
+          "after a second set of weights was loaded"], 30.653696, 32.635117, 9.292269, 3.314480),
+        ("dim=64", ["de2d5d275f32", "1d800d7133dc", "b2e00ce94bd0", "778851123ae4", "343e9743446d", "e762e8cda5e4"],
+         ["", "", "inputs x1.23", "input scale 49.7", "inputs offset by -302",
+          "after a second set of weights was loaded"], 68.730453, 65.435669, 21.901812, -2.308982),
+        ("dim=67", ["711c91542978", "255fdff97449"], ["", ""], 66.039795, 65.332390, -15.266191, 18.808857),
+    ]
+    assert len(plan.sizes) == len(golden)
+    for sp, (label, digests, notes, a, b, t0, t3) in zip(plan.sizes, golden, strict=True):
+        assert sp.label == label
+        assert [c.digest[:12] for c in sp.calls] == digests and [c.note for c in sp.calls] == notes
+        assert float(sp.state_a["ln.weight"].sum()) == pytest.approx(a, abs=1e-4)
+        assert float(sp.state_b["ln.weight"].sum()) == pytest.approx(b, abs=1e-4)
+        assert float(sp.draw(0)[0].sum()) == pytest.approx(t0, abs=1e-4)
+        assert float(sp.draw(3)[0].sum()) == pytest.approx(t3, abs=1e-4)
+        assert sp.budget == 0.25 * sp.work and sp.work == 4 * int(label.split("=")[1])
+        assert (sp.flops, sp.min_bytes) == ((0, ref.cases[sp.index].min_bytes) if not sp.extra else (0, 0))
+
+
+def test_gpu_launch_paths_on_a_cpu(tmp_path: Path, triton_patches) -> None:
+    """What a GPU worker uses, exercised without one: JIT functions recorded by file, the launch hook."""
+    from triton.runtime.jit import JITFunction
+
+    cand = tmp_path / "candidate.py"
+    cand.write_text("def _gpu_kernel(x):\n    pass\n\n\ndef _other(x):\n    pass\n")
+    other = tmp_path / "library.py"
+    other.write_text("def _gpu_kernel(x):\n    pass\n")
+    counter = launches.install(str(cand), interpreted=False)
+    try:
+        mine, theirs = _load(cand, "gpu_candidate"), _load(other, "gpu_library")
+        JITFunction(mine._gpu_kernel)
+        JITFunction(theirs._gpu_kernel)
+        assert counter.names == {"_gpu_kernel"} and isinstance(counter.jit["_gpu_kernel"], JITFunction)
+        assert counter.jit["_gpu_kernel"].fn is mine._gpu_kernel
+        counter.on_launch({"name": "_gpu_kernel"})
+        counter.on_launch({"name": "_other"})
+        counter.on_launch(None)
+        assert counter() == 1
+    finally:
+        import triton
+
+        hook = triton.knobs.runtime.launch_enter_hook
+        if hasattr(hook, "remove"):
+            hook.remove(counter.on_launch)
+
+
+def test_interpreted_launches_record_floating_dtypes_only(tmp_path: Path, triton_patches) -> None:
+    cand = tmp_path / "candidate.py"
+    cand.write_text(_KERNELS)
+    counter = launches.install(str(cand), interpreted=True)
+    mod = _load(cand, "dtype_candidate")
+    x16 = torch.zeros(8, dtype=torch.float16)
+    mod._double_kernel[(1,)](x16, torch.empty(8, dtype=torch.float16), 8, BLOCK=8)
+    assert counter.dtypes == {"float16"} and counter() == 1
+    ints = torch.zeros(8, dtype=torch.int32)
+    mod._double_kernel[(1,)](ints, torch.empty(8, dtype=torch.int32), 8, BLOCK=8)
+    assert counter.dtypes == {"float16"} and counter() == 2
+    mod._double_kernel[(1,)](x_ptr=torch.zeros(8), y_ptr=torch.empty(8), n=8, BLOCK=8)
+    assert counter.dtypes == {"float16", "float32"} and counter() == 3  # keyword arguments too
+
+
+def test_foreign_kernels_sorted_by_time_and_tiny_totals() -> None:
+    names, share = launches.foreign_kernels([("a_kernel", 0.1), ("z_kernel", 0.3), ("mine", 0.1)], {"mine"})
+    assert names == ("z_kernel", "a_kernel") and share == pytest.approx(0.8)
+    names, _ = launches.foreign_kernels([("b", 1.0), ("b", 1.0), ("a", 1.5)], set())
+    assert names == ("b", "a")  # summed per name
+
+
+def test_cuda_libdevice_and_boolean_results_in_the_interpreter(triton_patches) -> None:
+    import triton
+    import triton.language as tl
+
+    interpreter.install()
+
+    @triton.jit
+    def _k(x_ptr, y_ptr, m_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+        tl.store(y_ptr + offs, cuda_libdevice.tanh(x) + cuda_libdevice.pow(x, 2.0), mask=mask)  # noqa: F821
+        tl.store(m_ptr + offs, cuda_libdevice.signbit(x).to(tl.int32), mask=mask)  # noqa: F821
+
+    x = torch.linspace(-1, 1, 6)
+    y, m = torch.empty(6), torch.empty(6, dtype=torch.int32)
+    _k[(1,)](x, y, m, 6, BLOCK=8)
+    assert torch.allclose(y, torch.tanh(x) + x * x, atol=1e-6)
+    assert m.tolist() == [1, 1, 1, 0, 0, 0]
+    assert cuda_libdevice.tanh(0.5) == pytest.approx(np.tanh(0.5))  # a plain number stays a number
+
+
+def test_channel_messages_exactly(tmp_path: Path) -> None:
+    import io
+    import os
+    import socket
+    import time
+
+    from kernelevo.evaluate import protocol as P
+
+    a, b = socket.socketpair()
+    key = os.urandom(32)
+    left, right = P.Channel(a, key), P.Channel(b, key)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        right.recv(timeout=0)
+    assert time.monotonic() - t0 < 0.5
+    P.Channel(a, os.urandom(32)).send(P.Bye())
+    with pytest.raises(P.ChannelError, match=r"^a message that fails its signature \(tampered with\)$"):
+        right.recv(timeout=5)
+
+    buf = io.BytesIO()
+    torch.save({"kind": "Bye", "x": Path("/an/object")}, buf)  # an object, not data: weights_only refuses it
+    data = buf.getvalue()
+    a.sendall(P._HEADER.pack(len(data), P.hmac.new(key, data, P.hashlib.sha256).digest()) + data)
+    with pytest.raises(P.ChannelError, match=r"^an unreadable message \(\w+\)$"):
+        right.recv(timeout=5)
+    buf = io.BytesIO()
+    torch.save({"kind": "Nope"}, buf)
+    with pytest.raises(P.ChannelError, match="^a message of no known kind$"):
+        P.decode(buf.getvalue())
+    buf = io.BytesIO()
+    torch.save({"kind": "Bye", "extra": 1}, buf)
+    with pytest.raises(P.ChannelError, match="^Bye has no field 'extra'$"):
+        P.decode(buf.getvalue())
+    a.sendall(P._HEADER.pack(P.MAX_FRAME, b"\0" * 32))  # the largest frame is still read, not refused...
+    a.close()
+    with pytest.raises(P.ChannelError, match="^the other side closed the connection$"):  # ...until it ends
+        right.recv(timeout=5)
+    left.close()
+    b.close()
+
+
+def test_static_reasons_exactly() -> None:
+    from kernelevo.evaluate.static import check_source
+
+    assert check_source("x = 1\n").reason == "no top-level class ModelNew(nn.Module) defined"
+    r = check_source("class ModelNew(Model):\n    pass\n")
+    assert r.reason == "line 1: ModelNew subclasses the reference Model; write the forward yourself" and r.line == 1
+    assert check_source("class ModelNew(make()):\n    pass\n").verdict is None  # not a name: not the reference
+
+
+def test_recheck_compares_integers_exactly() -> None:
+    from kernelevo.evaluate import judge
+
+    big = torch.tensor([2**60], dtype=torch.int64)
+    assert "reused" in judge.judge_recheck({0: (big,)}, {0: (big + 1,)}, "n")  # beyond float64's integers

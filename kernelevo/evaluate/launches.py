@@ -35,6 +35,11 @@ class LaunchCounter:
     def __call__(self) -> int:
         return self.n
 
+    def on_launch(self, metadata: Any) -> None:
+        """Triton's launch hook: counts the launch when the kernel is one of the candidate's."""
+        if metadata is not None and metadata.get("name") in self.names:
+            self.n += 1
+
     def own_names(self) -> set[str]:
         return set(self.names) | set(getattr(self, "cuda_names", set()))
 
@@ -63,16 +68,11 @@ def install(candidate_file: str, interpreted: bool) -> LaunchCounter:
     else:
         import triton
 
-        def on_launch(metadata: Any) -> None:
-            name = metadata.get("name") if metadata is not None else None
-            if name in counter.names:
-                counter.n += 1
-
         hook = triton.knobs.runtime.launch_enter_hook
         if hasattr(hook, "add"):
-            hook.add(on_launch)
+            hook.add(counter.on_launch)
         else:  # Triton 3.4 and older: a single callable
-            triton.knobs.runtime.launch_enter_hook = on_launch
+            triton.knobs.runtime.launch_enter_hook = counter.on_launch
     return counter
 
 

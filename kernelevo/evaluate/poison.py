@@ -72,6 +72,11 @@ class Poison:
         return _refuse_host_reads(refused)
 
 
+def to_host(dst: torch.Tensor, src: torch.Tensor) -> bool:
+    """Whether a copy brings a device tensor's data to the host (where NumPy could compute on it)."""
+    return dst.device.type == "cpu" and src.device.type != "cpu"
+
+
 def _garbage(t: torch.Tensor, gen: dict[str, torch.Generator]) -> None:
     """Overwrite ``t`` with random values unrelated to what it held."""
     if t.numel() == 0:
@@ -152,13 +157,12 @@ def install(device_keys: tuple[str, ...] = ("CPU", "CUDA")) -> Poison:
         return impl
 
     def make_copy(kernel: Any) -> Callable[..., Any]:
-        """CUDA ``copy_``: a copy to the host is a host read of the data, charged like compute."""
+        """A device's ``copy_``: a copy to the host is a host read of the data, charged like compute."""
 
         def impl(keyset: Any, dst: torch.Tensor, src: torch.Tensor, *rest: Any, **kw: Any) -> Any:
             out = kernel.call_boxed(keyset, dst, src, *rest, **kw)
-            if not depth[0] and dst.device.type == "cpu" and src.device.type != "cpu":
-                if charge("aten::_copy_to_host", float(src.numel())):
-                    _garbage(dst, gens)
+            if not depth[0] and to_host(dst, src) and charge("aten::_copy_to_host", float(src.numel())):
+                _garbage(dst, gens)
             return out
 
         return impl
