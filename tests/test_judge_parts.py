@@ -189,11 +189,19 @@ def test_audit_hook_in_process(tmp_path: Path) -> None:
         def gen():
             yield 1
 
+        def inner_frames():
+            try:
+                raise ValueError
+            except ValueError as e:
+                return inspect.getinnerframes(e.__traceback__)
+
         PROBES = {
             "getframe": lambda: sys._getframe(),
             "inspect": lambda: inspect.stack(),
             "tb_frame": tb_frame,
             "gi_frame": lambda: gen().gi_frame,
+            "inner_frames": inner_frames,
+            "code_attr": lambda: probe.__code__,
             "namedtuple": lambda: collections.namedtuple("P", "a b"),
             "dataclass": lambda: dataclasses.make_dataclass("D", ["a"]),
             "eval": lambda: __import__("builtins").__dict__["ev" + "al"]("1"),
@@ -215,11 +223,13 @@ def test_audit_hook_in_process(tmp_path: Path) -> None:
     result = mod.run()
     assert result == {
         "getframe": "refused", "inspect": "refused", "tb_frame": "refused", "gi_frame": "refused",
+        "inner_frames": "refused", "code_attr": "allowed",
         "namedtuple": "allowed", "dataclass": "allowed", "eval": "refused", "compile": "refused",
         "gc": "refused", "settrace": "refused", "popen": "refused", "kill": "refused", "socket": "refused",
         "ctypes": "refused",
     }
-    assert refusals[0] == "frame inspection (sys._getframe)" and len(refusals) == 12
+    assert refusals[0] == "frame inspection (sys._getframe)" and len(refusals) == 13
+    assert refusals[2] == "frame inspection (object.__getattr__)"
     assert "raw memory access (ctypes) (ctypes.string_at)" in refusals
     assert "network access (socket.__new__)" in refusals and "starting processes (subprocess.Popen)" in refusals
     # this module is not the candidate: the same capabilities stay ours

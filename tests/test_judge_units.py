@@ -17,7 +17,7 @@ import torch
 
 from kernelevo.evaluate import judge, poison
 from kernelevo.evaluate import protocol as P
-from kernelevo.evaluate.compare import Tolerance, compare_stress, describe_mismatch
+from kernelevo.evaluate.compare import Tolerance, compare_stress, compare_tensor, describe_mismatch
 from kernelevo.evaluate.confine import ProcessState, Snapshot, _stdlib, _transparent
 from kernelevo.evaluate.plan import (
     PlannedCall,
@@ -1111,15 +1111,18 @@ def test_recorder_counts_each_op_once_per_call() -> None:
 def test_finalizer_is_detached_and_budget_edges() -> None:
     import weakref
 
+    x = torch.ones(4)
+    expected = x.exp()
     p = poison.install(("CPU",))
     try:
         ours = p._destroy.__self__
         assert all(f.peek() is None or f.peek()[0] is not ours for f in list(weakref.finalize._registry))
         m = p.meter
-        x = torch.ones(4)
         m.begin(4.0)
         y = torch.exp(x)  # exactly the budget: not over it
-        assert m.spent == 4.0 and not m.poisoned and torch.equal(y, x.exp())
+        assert m.spent == 4.0 and not m.poisoned
+        m.begin(float("inf"))
+        assert torch.equal(y, expected)
         m.begin(3.0)
         torch.exp(x)
         assert m.poisoned and m.ops["exp"] == 1
@@ -1195,3 +1198,54 @@ def test_shedding_brings_the_largest_other_dimension_down_first(tmp_path) -> Non
     beyond = "a" if size["a"] > 100 else "b"
     other = "b" if beyond == "a" else "a"
     assert size[other] == 2 or size[beyond] <= 150  # the other down to its smallest, or the one beyond nearer
+
+
+def test_judged_fields_exactly() -> None:
+    right, wrong = torch.arange(4.0) * 2, torch.zeros(4)
+    j = judge.judge_call(_planned(), _out(right * (1 + 1e-6)), _size(), None, None, 0.25, 0)
+    assert j.verdict is None and j.reason == "" and 0 < j.max_abs_err < 1e-5 and 0 < j.max_rel_err < 2e-6
+    bad = judge.judge_call(_planned(), _out(wrong), _size(), None, None, 0.25, 0)
+    assert bad.verdict is Verdict.INCORRECT and bad.max_abs_err == 6.0 and bad.max_rel_err == pytest.approx(1.0)
+    p = judge.judge_call(_planned(), _out(wrong, 1, True, 50.0), _size(), None, None, 0.25, 0)
+    assert p.reason.startswith("size n=4, draw (inputs x2): 50% of the reference's work") and p.max_abs_err == 6.0
+    modified = judge.judge_call(_planned(), _out(right, digest="other"), _size(), None, None, 0.25, 0)
+    assert modified.verdict is Verdict.REJECTED
+    assert modified.reason == "size n=4, draw (inputs x2): forward modified its inputs; inputs are read-only"
+    none = judge.judge_call(_planned(), _out(right, 0), _size(), None, None, 0.25, 0)
+    assert none.reason == ("size n=4, draw (inputs x2): forward launched no kernel of its own (a PyTorch path or a "
+                           "fallback ran instead)")
+    low = judge.judge_call(_planned(), _out(wrong, dtypes=("float16",)), _size(), None, None, 0.25, 0)
+    assert "outside atol" in low.reason and low.reason.endswith("in a float32 problem)")
+
+
+def test_stress_judgement_uses_the_truth_and_the_problem_tolerance() -> None:
+    x = torch.full((4,), 10.0)
+    truth = (x.double() + 0.05,)
+    stress = PlannedCall("offset", (x,), "d0", (x,), truth, "inputs offset by 500")
+    # against the float64 truth the float32 reference is 0.05 off: four times that is allowed
+    assert judge.judge_call(stress, _out(x + 0.2), _size(), None, None, 0.25, 0).ok
+    assert not judge.judge_call(stress, _out(x + 0.5), _size(), None, None, 0.25, 0).ok
+    assert judge.judge_call(stress, _out(x + 0.5), _size(), 0.0, 0.1, 0.25, 0).ok
+    ones = _planned(expected=torch.full((4,), 10.0))
+    assert judge.judge_call(ones, _out(torch.full((4,), 10.5)), _size(), 0.0, 0.1, 0.25, 0).ok  # rtol
+    assert judge.judge_call(ones, _out(torch.full((4,), 10.05)), _size(), 0.01, 0.0, 0.25, 0).ok  # atol x RMS 10
+    assert not judge.judge_call(ones, _out(torch.full((4,), 10.05)), _size(), 0.001, 0.0, 0.25, 0).ok
+
+
+def test_comparisons_say_exactly_ok_false_and_empty_reasons() -> None:
+    e = torch.tensor([float("inf"), 1.0])
+    c = compare_tensor(torch.tensor([float("inf"), float("inf")]), e, FP32)
+    assert c.ok is False and c.reason == "output has Inf where the reference has none (or the opposite sign)"
+    nan_e = torch.tensor([float("nan"), 2.0, 4.0])
+    ok = compare_tensor(torch.tensor([float("nan"), 2.0, 4.0 + 4e-4]), nan_e, FP32)
+    assert ok.ok is True and ok.reason == "" and ok.max_abs_err == pytest.approx(4e-4, rel=1e-2)
+    assert ok.max_rel_err == pytest.approx(1e-4, rel=1e-2)
+    assert compare_tensor(torch.ones(2) * 3, torch.ones(2), FP32).ok is False
+    two64 = [torch.full((3,), 2.0, dtype=torch.float64)]
+    s = compare_stress([torch.full((3,), 2.0001)], [torch.full((3,), 2.0)], two64, note="n")
+    assert s.ok is True and s.reason == "" and s.max_abs_err == pytest.approx(1e-4, rel=1e-2)
+    assert s.max_rel_err == pytest.approx(5e-5, rel=1e-2)
+    bad = compare_stress([torch.full((3,), 3.0)], [torch.full((3,), 2.0)], two64, note="n")
+    assert bad.ok is False and bad.reason.startswith("output loses precision at n: 3 of 3 elements")
+    over = compare_stress([torch.tensor([float("inf")])], [torch.ones(1)], None, note="n")
+    assert over.ok is False
