@@ -1249,3 +1249,89 @@ def test_comparisons_say_exactly_ok_false_and_empty_reasons() -> None:
     assert bad.ok is False and bad.reason.startswith("output loses precision at n: 3 of 3 elements")
     over = compare_stress([torch.tensor([float("inf")])], [torch.ones(1)], None, note="n")
     assert over.ok is False
+
+
+def test_copies_to_the_host_are_charged_as_reads_of_the_data() -> None:
+    """The CUDA copy-to-host charge, exercised on the CPU: ``host_read`` marks which copies count."""
+    host_read = lambda dst, src: src.dtype == torch.float64  # noqa: E731 - stands in for "device to host"
+    p = poison.install((), copy_keys=("CPU",), host_read=host_read)
+    try:
+        m = p.meter
+        src, dst = torch.arange(50, dtype=torch.float64), torch.zeros(50, dtype=torch.float64)
+        m.begin(100.0)
+        dst.copy_(src)
+        assert m.spent == 50.0 and m.ops == {"_copy_to_host": 1} and not m.poisoned
+        m.begin(float("inf"))
+        assert torch.equal(dst, src)
+        m.begin(49.0)
+        dst.copy_(src)  # over the budget: what arrived on the host is garbage
+        assert m.poisoned and m.spent == 50.0
+        m.begin(float("inf"))
+        assert not torch.equal(dst, src)
+        m.begin(0.0)
+        f = torch.zeros(50)
+        f.copy_(torch.ones(50))  # not a host read: glue, free
+        assert m.spent == 0.0 and not m.poisoned and torch.equal(f, torch.ones(50))
+        m.begin(0.0)
+        torch.exp(src)  # compute is not poisoned at a key it was not asked for
+        assert m.spent == 0.0
+        p.exempt(__file__)
+        m.begin(0.0)
+        dst.copy_(src)  # the harness's own copies to the host
+        assert m.spent == 0.0 and torch.equal(dst, src)
+    finally:
+        p.remove()
+    m.begin(0.0)
+    dst.zero_().copy_(src)
+    assert m.spent == 0.0 and torch.equal(dst, src)
+
+
+def test_garbage_leaves_pytorchs_own_generator_alone() -> None:
+    """A candidate drawing from the default generator after a probe must not see that it was poisoned."""
+    state = torch.get_rng_state()
+    gens: dict[str, torch.Generator] = {}
+    for t in (torch.ones(100), torch.zeros(100, dtype=torch.bool), torch.zeros(100, dtype=torch.int32)):
+        poison._garbage(t, gens)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert gens["cpu"].device.type == "cpu" and gens["cpu"].initial_seed() < 2**63
+
+
+def test_stress_edges_exact_zeros_reference_overflow_small_rms_and_relative_error() -> None:
+    zeros = torch.zeros(6)
+    assert compare_stress([zeros.clone()], [zeros], [zeros.double()], note="n").ok  # nothing allowed, nothing off
+    both = torch.tensor([1.0, float("inf")])
+    # where the float32 reference overflowed but the truth did not, the element is not judged at all
+    assert compare_stress([both.clone()], [both], [torch.tensor([1.0, 1e300], dtype=torch.float64)], note="n").ok
+    small = torch.zeros(8, dtype=torch.float64)  # RMS 0.32: atol is not scaled, and the 1% cap is above it
+    small[0] = 0.9
+    assert compare_stress([(small + 0.9e-3).float()], [small.float()], [small], atol=1e-3, rtol=0.0, note="n").ok
+    c = compare_stress([(small + 1.5e-3 * (small == 0)).float()], [small.float()], [small], atol=1e-3, rtol=0.0,
+                       note="n")
+    assert not c.ok and "7 of 8 elements" in c.reason
+    tiny = torch.full((4,), 1e-3, dtype=torch.float64)
+    c = compare_stress([(tiny + 1e-6).float()], [tiny.float()], [tiny], note="n")
+    assert c.ok and c.max_abs_err == pytest.approx(1e-6, rel=1e-3) and c.max_rel_err == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_judge_call_describes_mismatches_under_the_problem_tolerance() -> None:
+    e = torch.arange(1.0, 9.0) * 10
+    within_atol = torch.cat([e[:4] + 0.5, e[4:] + 100])  # 0.5 is inside ATOL=1, 100 is not
+    j = judge.judge_call(_planned(expected=e), _out(within_atol), _size(), 1.0, 0.0, 0.25, 0)
+    assert "elements 4 and beyond are wrong (the first 4 are right)" in j.reason
+    within_rtol = torch.cat([e[:4] * 1.05, e[4:] + 100])  # 5% is inside RTOL=0.1
+    j = judge.judge_call(_planned(expected=e), _out(within_rtol), _size(), 0.0, 0.1, 0.25, 0)
+    assert "elements 4 and beyond are wrong (the first 4 are right)" in j.reason
+    near = judge.judge_call(_planned(expected=e), _out(e * 1.01), _size(), 0.0, 0.02, 0.25, 0)
+    assert near.ok and near.max_rel_err == pytest.approx(0.01, rel=1e-4)
+    assert near.max_abs_err == pytest.approx(0.8, rel=1e-4)
+
+
+def test_stress_judgement_without_a_float64_truth_uses_the_problem_tolerance() -> None:
+    x = torch.arange(1.0, 5.0)
+    stress = PlannedCall("offset", (x,), "d0", (x * 100,), None, "inputs offset by 500")
+    off = x * 100 * 1.01
+    assert judge.judge_call(stress, _out(off), _size(), 0.0, 0.02, 0.25, 0).ok
+    j = judge.judge_call(stress, _out(off), _size(), None, None, 0.25, 0)
+    assert not j.ok and "loses precision at inputs offset by 500" in j.reason
+    assert judge.judge_call(stress, _out(x * 100 + 1e-3), _size(), None, None, 0.25, 0).ok
+    assert not judge.judge_call(stress, _out(x * 100 + 1e-3), _size(), 0.0, 0.0, 0.25, 0).ok  # ATOL=0 is strict

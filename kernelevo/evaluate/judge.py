@@ -63,7 +63,7 @@ def judge_call(
         return Judged(Verdict.REJECTED, f"{where}: forward modified its inputs; inputs are read-only")
     if planned.kind in STRESS_KINDS:
         c = compare_stress(list(out.outputs), list(planned.expected), list(planned.truth) if planned.truth else None,
-                           atol, rtol, planned.note)
+                           atol=atol, rtol=rtol, note=planned.note)
     else:
         c = compare_outputs(list(out.outputs), list(planned.expected), atol, rtol)
     if not c.ok and out.poisoned:

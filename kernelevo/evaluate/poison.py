@@ -112,9 +112,14 @@ def _tensors(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def install(device_keys: tuple[str, ...] = ("CPU", "CUDA")) -> Poison:
-    """Register the poison for every computing aten op at ``device_keys``. Call once, before any
-    candidate code runs; the zygote does, and reference workers call ``remove()`` after forking."""
+def install(device_keys: tuple[str, ...] = ("CPU", "CUDA"), copy_keys: tuple[str, ...] | None = None,
+            host_read: Callable[[torch.Tensor, torch.Tensor], bool] = to_host) -> Poison:
+    """Register the poison for every computing aten op at ``device_keys``, and a charge on
+    ``copy_`` at ``copy_keys`` (default: the device keys but the CPU's) for copies that
+    ``host_read`` says bring data to the host. Call once, before any candidate code runs; the
+    zygote does, and reference workers call ``remove()`` after forking."""
+    if copy_keys is None:
+        copy_keys = tuple(k for k in device_keys if k != "CPU")
     meter = Meter()
     exempt: set[str] = set()
     gens: dict[str, torch.Generator] = {}
@@ -161,7 +166,7 @@ def install(device_keys: tuple[str, ...] = ("CPU", "CUDA")) -> Poison:
 
         def impl(keyset: Any, dst: torch.Tensor, src: torch.Tensor, *rest: Any, **kw: Any) -> Any:
             out = kernel.call_boxed(keyset, dst, src, *rest, **kw)
-            if not depth[0] and to_host(dst, src) and charge("aten::_copy_to_host", float(src.numel())):
+            if not depth[0] and host_read(dst, src) and charge("aten::_copy_to_host", float(src.numel())):
                 _garbage(dst, gens)
             return out
 
@@ -174,18 +179,19 @@ def install(device_keys: tuple[str, ...] = ("CPU", "CUDA")) -> Poison:
             if not full.startswith("aten::"):
                 continue
             base = base_name(full)
-            for key in device_keys:
+            for key in dict.fromkeys(device_keys + copy_keys):
+                host_copy = base == "copy" and key in copy_keys  # glue is free, but not a read of the data
+                if not host_copy and (base in GLUE_OPS or key not in device_keys):
+                    continue
                 # Ops that only decompose (CompositeImplicitAutograd) are charged through their parts;
                 # a kernel of ours at their backend key would stop the decomposition.
                 if not any(torch._C._dispatch_has_kernel_for_dispatch_key(full, k) for k in (key, *_EXPLICIT)):
-                    continue
-                if base in GLUE_OPS and not (base == "copy" and key != "CPU"):
                     continue
                 op = _overload(full)
                 if op is None:
                     continue
                 kernel = torch.library.get_kernel(full, key)
-                fn = make_copy(kernel) if base == "copy" else make(op, kernel)
+                fn = make_copy(kernel) if host_copy else make(op, kernel)
                 lib.impl(full.split("::", 1)[1], fn, key, with_keyset=True)
     _detach_finalizer(lib)
     return Poison(meter, lib._destroy, exempt)
