@@ -43,6 +43,9 @@ class EvalSettings:
     gpu_warmup: int = 10
     gpu_reps: int = 100
     gpu_max_time_s: float = 2.0  # per size and side; reps stop early past this
+    # Candidate and reference alternate in this many blocks per size (A B A B ...); the speedup is
+    # the median of the blocks' ratios, so clock and thermal drift between blocks cancel.
+    timing_blocks: int = 5
     keep_jobs: bool = False  # keep each candidate's job folder (logs, inputs) for debugging
     compile_baseline: bool = False  # also time the reference under torch.compile; report speedup against both
     cuda_graph: bool = False  # time GPU candidates as CUDA-graph replays (kernels of a few µs)

@@ -11,7 +11,7 @@ counts it: the change hung the tests).
 
 Prints killed/total per module and overall; the score is recorded in BENCHMARKS.md. Not part
 of CI: a full run takes about an hour on two cores. ``--prior DIR`` reuses a previous run's
-kills for modules whose source has not changed since (tests only grow, so a kill stays a kill).
+kills of functions whose source has not changed since (tests only grow, so a kill stays a kill).
 
 The worker-side plumbing (worker, zygote, sandbox, timing, evaluator) runs in forked processes
 of its own; it is tested end to end by the adversarial suite instead.
@@ -22,7 +22,6 @@ Usage: python scripts/mutation.py [--modules evaluate/compare work ...] [--keep 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
@@ -79,6 +78,21 @@ def mutant_names(mutants: Path, modules: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _function(mutant: str) -> str:
+    return mutant.rsplit("__mutmut_", 1)[0]
+
+
+def function_hashes(mutants: Path, modules: list[str]) -> dict[str, str]:
+    """Mangled function name -> mutmut's hash of its source, for every mutated function."""
+    out = {}
+    for m in modules:
+        meta = mutants / "kernelevo" / f"{m}.py.meta"
+        if meta.exists():
+            prefix = "kernelevo." + m.replace("/", ".") + "."
+            out.update({prefix + f: h for f, h in json.loads(meta.read_text())["hash_by_function_name"].items()})
+    return out
+
+
 def run_all(mutants: Path, todo: list[str], jobs: int, timeout: float, results: dict[str, str],
             save: Path) -> None:
     """Fork a child per mutant (``jobs`` at a time) from a parent that imported everything once."""
@@ -88,7 +102,14 @@ def run_all(mutants: Path, todo: list[str], jobs: int, timeout: float, results: 
 
     for m in ("tests.conftest", *(t[:-3].replace("/", ".") for t in TESTS)):
         importlib.import_module(m)
-    tests_by = json.loads(Path("mutmut-stats.json").read_text())["tests_by_mangled_function_name"]
+    # One collection in the parent warms pytest's plugins and caches (~2 s a child otherwise).
+    null = os.open(os.devnull, os.O_WRONLY)
+    saved = os.dup(1)
+    os.dup2(null, 1)
+    pytest.main(["-p", "no:cacheprovider", "-q", "--collect-only", *TESTS])
+    os.dup2(saved, 1)
+    stats = json.loads(Path("mutmut-stats.json").read_text())
+    tests_by, took = stats["tests_by_mangled_function_name"], stats["duration_by_test"]
     running: dict[int, tuple[str, float, int]] = {}
     queue = list(todo)
     done = 0
@@ -114,7 +135,8 @@ def run_all(mutants: Path, todo: list[str], jobs: int, timeout: float, results: 
     while queue or running:
         while queue and len(running) < jobs:
             name = queue.pop(0)
-            tests = sorted(tests_by.get(name.rsplit("__mutmut_", 1)[0], []))
+            # Fastest first, as mutmut orders them: most mutants die in the first test that reaches them.
+            tests = sorted(tests_by.get(_function(name), []), key=lambda t: (took.get(t, 9.0), t))
             if not tests:
                 results[name] = "no tests"
                 continue
@@ -123,7 +145,6 @@ def run_all(mutants: Path, todo: list[str], jobs: int, timeout: float, results: 
             if pid == 0:  # the child: this mutant on, its tests, the exit code down the pipe
                 os.close(r)
                 os.environ["MUTANT_UNDER_TEST"] = name
-                null = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(null, 1)
                 os.dup2(null, 2)
                 rc = pytest.main(["-p", "no:cacheprovider", "-q", "-x", *tests])
@@ -140,7 +161,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modules", nargs="*", default=MODULES)
     ap.add_argument("--keep", type=Path, default=None, help="work here and keep it (default: a temp dir)")
-    ap.add_argument("--prior", type=Path, default=None, help="a kept earlier run: reuse kills of unchanged modules")
+    ap.add_argument("--prior", type=Path, nargs="*", default=[],
+                    help="kept earlier runs: reuse their kills of functions unchanged since")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args()
@@ -149,14 +171,14 @@ def main() -> None:
     prepare(work, args.modules)
     mutants = work / "mutants"
     names = mutant_names(mutants, args.modules)
-    digests = {m: hashlib.sha256((ROOT / "kernelevo" / f"{m}.py").read_bytes()).hexdigest() for m in args.modules}
+    hashes = function_hashes(mutants, args.modules)
     results: dict[str, str] = {}
-    if args.prior:
-        prior = json.loads((args.prior / "results.json").read_text())
-        same = {m for m, d in json.loads((args.prior / "digests.json").read_text()).items() if digests.get(m) == d}
-        results = {n: r for n, r in prior.items() if r in ("killed", "timeout")
-                   and any(n in names[m] for m in same)}
-    (work / "digests.json").write_text(json.dumps(digests))
+    for prior in args.prior:
+        # A kill stands while the mutated function's source is unchanged (tests only grow).
+        before = function_hashes(prior / "mutants", args.modules)
+        done = json.loads((prior / "results.json").read_text())
+        results.update({n: r for n, r in done.items() if r in ("killed", "timeout")
+                        and hashes.get(f := _function(n)) is not None and hashes.get(f) == before.get(f)})
     todo = [n for m in args.modules for n in names[m] if n not in results]
     print(f"{sum(map(len, names.values()))} mutants, {len(todo)} to run", flush=True)
     run_all(mutants, todo, args.jobs, args.timeout, results, work / "results.json")

@@ -15,6 +15,9 @@ except ImportError:  # pragma: no cover
     _HAS_CUDA = False
 if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    from kernelevo.evaluate.interpreter import fix_numpy_scalars
+
+    fix_numpy_scalars()  # Triton 3.6's interpreter under NumPy >= 2.4 (a no-op on Triton 3.9)
 
 TESTS = Path(__file__).parent
 PROBLEMS = TESTS / "problems"

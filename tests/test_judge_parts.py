@@ -19,6 +19,7 @@ from triton.language.extra import libdevice
 
 from kernelevo.evaluate import confine, interpreter, launches
 from kernelevo.evaluate.plan import _floats, _stress_offset, _stress_scale, _truth, make_plan, plan_size
+from kernelevo.evaluate.timing import Kernel
 from kernelevo.problem import load_problem
 from kernelevo.reference import build_reference
 from tests.conftest import PROBLEMS
@@ -367,7 +368,8 @@ def test_each_autotune_config_can_be_pinned(tmp_path: Path, triton_patches) -> N
 
 def test_profiler_launch_counts_and_kernel_names() -> None:
     c = launches.ProfiledLaunchCounter("candidate.py", {"add_one"})
-    c.count([("void add_one(float*)", 3.0), ("void at::native::add_one_kernel()", 1.0), ("add_one", 2.0)])
+    c.count([Kernel("void add_one(float*)", 3.0), Kernel("void at::native::add_one_kernel()", 1.0),
+             Kernel("add_one", 2.0)])
     assert c() == 2 and set(c.jit) == {"void add_one(float*)", "add_one"} and c.own_names() == {"add_one"}
     src = ('__global__ void plain(float* x) {}\n__global__ __launch_bounds__(128) void bounded(int n) {}\n'
            'extern "C" __global__ static void qualified(float* y) {}\n'
@@ -509,9 +511,10 @@ def test_interpreted_launches_record_floating_dtypes_only(tmp_path: Path, triton
 
 
 def test_foreign_kernels_sorted_by_time_and_tiny_totals() -> None:
-    names, share = launches.foreign_kernels([("a_kernel", 0.1), ("z_kernel", 0.3), ("mine", 0.1)], {"mine"})
+    names, share = launches.foreign_kernels([Kernel("a_kernel", 0.1), Kernel("z_kernel", 0.3), Kernel("mine", 0.1)],
+                                            {"mine"})
     assert names == ("z_kernel", "a_kernel") and share == pytest.approx(0.8)
-    names, _ = launches.foreign_kernels([("b", 1.0), ("b", 1.0), ("a", 1.5)], set())
+    names, _ = launches.foreign_kernels([Kernel("b", 1.0), Kernel("b", 1.0), Kernel("a", 1.5)], set())
     assert names == ("b", "a")  # summed per name
 
 

@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -231,6 +233,35 @@ def _autocast() -> tuple[bool, ...]:
     return tuple(torch.is_autocast_enabled(d) for d in ("cpu", "cuda"))
 
 
+def _deterministic() -> tuple[bool, bool, bool]:
+    import torch.utils.deterministic
+
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            bool(torch.utils.deterministic.fill_uninitialized_memory))
+
+
+@contextlib.contextmanager
+def fresh_memory_filled(refusals: list[str]) -> Iterator[None]:
+    """Memory the allocators hand out (``torch.empty`` and its kind) is filled with NaN (floats)
+    or the largest value (integers) for the block, through PyTorch's deterministic mode
+    (warn-only: no op is refused for it). A checked call runs inside: an output element the
+    candidate never wrote cannot hold a right answer left in a recycled block. Timed calls
+    run without it (the fill costs a write of every allocation). Switching it off inside the
+    block is recorded in ``refusals``."""
+    import torch.utils.deterministic as det
+
+    saved = _deterministic()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        if _deterministic() != (True, True, True):
+            refusals.append("a switch of PyTorch's deterministic-algorithm settings (the judge fills fresh memory)")
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        det.fill_uninitialized_memory = saved[2]
+
+
 class ProcessState:
     """What a candidate's import and calls must leave as they found it; ``violation`` names the first
     change. Thread counts come from before the import."""
@@ -247,6 +278,7 @@ class ProcessState:
         self.tf32 = _tf32()
         self.autocast = _autocast()
         self.compile_off = os.environ.get("TORCH_COMPILE_DISABLE") == "1"
+        self.deterministic = _deterministic()
 
     def violation(self) -> str | None:
         if self.refusals:
@@ -265,6 +297,8 @@ class ProcessState:
             return "changed the TF32 / matmul precision settings"
         if _autocast() != self.autocast:
             return "changed the autocast state (lower precision is judged by the tolerance, not switched on globally)"
+        if _deterministic() != self.deterministic:
+            return "changed PyTorch's deterministic-algorithm settings (the judge uses them to fill fresh memory)"
         dynamo = sys.modules.get("torch._dynamo.config")
         if self.compile_off and dynamo is not None and not getattr(dynamo, "disable", True):
             return "switched torch.compile back on (Dynamo/Inductor are off in the judge)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -25,7 +26,7 @@ from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.gpu_report import profile_of, with_roofline
 from kernelevo.evaluate.plan import Plan, SizePlan, make_plan
 from kernelevo.evaluate.static import check_source
-from kernelevo.evaluate.timing import summarize
+from kernelevo.evaluate.timing import disagreement_note, merge_extras, paired_speedup, summarize
 from kernelevo.evaluate.verdict import Evaluation, SizeResult, Verdict, geomean_speedup
 from kernelevo.evaluate.worker import CANDIDATE_FILE, LOG_FILE, PROGRESS_FILE
 from kernelevo.problem import Problem
@@ -129,6 +130,7 @@ class Evaluator:
         self._l2_bytes = 0
         self.calibration = None
         self._notes: list[str] = []  # said once per run
+        self._eval_notes: list[str] = []  # the current evaluation's notes
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
             from kernelevo.profile.calibrate import ensure
@@ -139,6 +141,12 @@ class Evaluator:
     def run_notes(self) -> tuple[str, ...]:
         """What the judge could not do on this machine, said once per evaluator (no Landlock, say)."""
         return tuple(self._notes)
+
+    def _note(self, text: str) -> None:
+        """Say ``text`` once per run (in the evaluation where it first came up)."""
+        if text not in self._notes:
+            self._notes.append(text)
+            self._eval_notes.append(text)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Evaluator:
@@ -168,8 +176,9 @@ class Evaluator:
     def _setup(self, role: str) -> P.Setup:
         s = self.settings
         timing = {"cpu_warmup": s.cpu_warmup, "cpu_reps": s.cpu_reps, "gpu_warmup": s.gpu_warmup,
-                  "gpu_reps": s.gpu_reps, "gpu_max_time_s": s.gpu_max_time_s, "l2_bytes": self._l2_bytes,
-                  "compile_baseline": s.compile_baseline, "cuda_graph": s.cuda_graph}
+                  "gpu_reps": s.gpu_reps, "l2_bytes": self._l2_bytes,
+                  "compile_baseline": s.compile_baseline, "cuda_graph": s.cuda_graph,
+                  "gpu_max_time_s": s.gpu_max_time_s / max(1, s.timing_blocks)}  # per block
         return P.Setup(role, self.device, s.allow_tf32, timing, str(self.problem.path), dict(self.problem.overrides))
 
     # -- one candidate ---------------------------------------------------------------------
@@ -214,10 +223,10 @@ class Evaluator:
         share = s.torch_compute_share
         budget_inf = s.allow_torch_compute
         self._facts: list[dict[str, Any]] = []
+        self._eval_notes = notes
         ready: P.Ready = w.ask(self._setup("candidate"), deadline, P.Ready)
-        if ready.note and ready.note not in self._notes:
-            self._notes.append(ready.note)
-            notes.append(ready.note)
+        if ready.note:
+            self._note(ready.note)
         sizes: list[SizeResult] = []
         max_share = 0.0
         ops: set[str] = set()
@@ -318,49 +327,93 @@ class Evaluator:
             return warmup, [first] + [sp.draw(i) for i in range(1, n)]
         return s.cpu_warmup, [sp.draw(i) for i in range(s.cpu_warmup + s.cpu_reps)]
 
+    def _blocks(self, warmup: int, n: int) -> list[tuple[int, int, int]]:
+        """Draws ``0..n-1`` cut into interleaved blocks: (start, stop, warm-up calls in the block);
+        the first block carries the warm-up."""
+        timed = n - warmup
+        k = max(1, min(self.settings.timing_blocks, timed))
+        cuts = [warmup + timed * j // k for j in range(k + 1)]
+        return [(0 if j == 0 else cuts[j], cuts[j + 1], warmup if j == 0 else 0) for j in range(k)]
+
     def _time(self, w: _Worker, sp: SizePlan, result: SizeResult, next_id: int, deadline: float,
               passed: int) -> tuple[SizeResult, int, int]:
+        """Candidate and reference timed in alternating blocks (A B A B ..., the controller holding
+        one block at a time), each pair on the same draws; the speedup is the median of the
+        blocks' ratios, so drift of clocks and temperature between blocks cancels."""
         s, p = self.settings, self.problem
         warmup, draws = self._timing_draws(sp)
         restore = sp.state_b if sp.stateful else None
-        cand: P.Timed = w.ask(P.Time(next_id, tuple(draws), warmup, restore), deadline, P.Timed)
-        ids = list(range(next_id, next_id + len(draws)))
-        if cand.poisoned:
-            raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: "
-                        f"{judge.torch_reason(cand.torch_work, cand.torch_ops, sp, s.torch_compute_share)}")
-        if cand.launches == 0:
-            raise _Stop(Verdict.REJECTED, f"size {sp.label}: no kernel of its own launched while timed")
-        foreign = judge.foreign_reason(cand, s.torch_compute_share)
-        if foreign and not s.allow_torch_compute:
-            raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: {foreign}")
+        cand_ms: list[tuple[float, ...]] = []
+        ref_ms: list[tuple[float, ...]] = []
+        comp_ms: list[tuple[float, ...]] = []
+        kernel_ms: list[float] = []
+        ids: list[int] = []
+        extras: dict[str, list[dict[str, Any]]] = {"candidate": [], "reference": []}
+        compile_error = None
+        for a, b, wu in self._blocks(warmup, len(draws)):
+            cand: P.Timed = w.ask(P.Time(next_id + a, tuple(draws[a:b]), wu, restore), deadline, P.Timed)
+            ids += range(next_id + a, next_id + a + wu + len(cand.ms))
+            if cand.poisoned:
+                raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: "
+                            f"{judge.torch_reason(cand.torch_work, cand.torch_ops, sp, s.torch_compute_share)}")
+            if cand.launches == 0:
+                raise _Stop(Verdict.REJECTED, f"size {sp.label}: no kernel of its own launched while timed")
+            foreign = judge.foreign_reason(cand, s.torch_compute_share)
+            if foreign and not s.allow_torch_compute:
+                raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: {foreign}")
+            base = self._time_reference(sp, draws[a:b], wu, restore)
+            cand_ms.append(cand.ms)
+            ref_ms.append(base.ms)
+            kernel_ms += cand.kernel_ms
+            compiled = base.extra.get("compiled_ms")
+            if isinstance(compiled, list) and compiled:
+                comp_ms.append(tuple(compiled))
+            elif isinstance(compiled, str):
+                compile_error = compiled
+            extras["candidate"].append(cand.extra)
+            extras["reference"].append(base.extra)
         checked = ids if self.device == "cpu" else sorted(random.SystemRandom().sample(ids, min(len(ids),
                                                                                               s.timed_checks)))
-        got = w.ask(P.Recheck(tuple(ids)), deadline, P.Outputs).outputs if self.device == "cpu" else \
-            w.ask(P.Recheck(tuple(checked)), deadline, P.Outputs).outputs
+        got = w.ask(P.Recheck(tuple(checked)), deadline, P.Outputs).outputs
         expected = {i: sp.reference(draws[i - next_id]) for i in checked}
         wrong = judge.judge_timed(got, expected, sp, p.atol, p.rtol, passed)
         if not wrong and sp.stateful:
+            last = max(ids) - next_id
             wrong = judge.judge_state(w.ask(P.GetState(), deadline, P.State).state_dict, sp, p.atol, p.rtol,
-                                      sp.reference_state(draws[-1]), "the last timed call")
+                                      sp.reference_state(draws[last]), "the last timed call")
         if wrong:
             raise _Stop(Verdict.INCORRECT, wrong)
         w.ask(P.Release(tuple(ids)), deadline, P.Done)
-        base = self._time_reference(sp, draws, warmup, restore)
-        med, spread = summarize(cand.ms)
-        ref_med, _ = summarize(base.ms)
-        compiled = base.extra.get("compiled_ms")
-        comp_med = round(summarize(compiled)[0], 6) if isinstance(compiled, list) and compiled else None
-        nvml = [e.get("nvml") for e in (cand.extra, base.extra) if e.get("nvml")]
+        med, spread = summarize([x for block in cand_ms for x in block])
+        ref_med, _ = summarize([x for block in ref_ms for x in block])
+        speedup, speedup_spread = paired_speedup(cand_ms, ref_ms)
+        comp_med = comp_speedup = None
+        if len(comp_ms) == len(cand_ms):
+            comp_med = round(summarize([x for block in comp_ms for x in block])[0], 6)
+            comp_speedup = round(paired_speedup(cand_ms, comp_ms)[0], 4)
+        elif compile_error:
+            self._note(f"torch.compile of the reference failed, no compile baseline: {compile_error}")
+        kern = round(statistics.median(kernel_ms), 6) if kernel_ms else None
+        if kern is not None and med > 0 and abs(kern - med) > 0.1 * med:
+            self._eval_notes.append(disagreement_note(sp.label, med, kern))
+        nvml = [e.get("nvml") for side in extras.values() for e in side if e.get("nvml")]
         throttled = any(n.get("throttled") for n in nvml) if nvml else None
+        if any(e.get("persisting_l2") for e in extras["candidate"]):
+            self._eval_notes.append(f"size {sp.label}: the candidate set aside persisting L2; it was reset "
+                                    "before every timed call")
         if self.device == "cuda":
-            self._facts.append({"candidate": cand.extra, "reference": base.extra})
+            self._facts.append({"candidate": merge_extras(extras["candidate"]),
+                                "reference": merge_extras(extras["reference"])})
         return (replace(result, latency_ms=round(med, 6), latency_spread=round(spread, 4),
-                        reference_ms=round(ref_med, 6), compiled_ms=comp_med, throttled=throttled),
-                next_id + len(draws), passed + len(checked))
+                        reference_ms=round(ref_med, 6), compiled_ms=comp_med, throttled=throttled,
+                        speedup=round(speedup, 4) if speedup else None, speedup_spread=round(speedup_spread, 4),
+                        compiled_speedup=comp_speedup, kernel_ms=kern, blocks=len(cand_ms)),
+                max(ids) + 1, passed + len(checked))
 
     def _time_reference(self, sp: SizePlan, draws: list[tuple[Any, ...]], warmup: int,
                         restore: dict[str, torch.Tensor] | None) -> P.Timed:
-        """The reference, timed on the same draws in a worker no candidate ever ran in."""
+        """The reference, timed on the same draws in a worker no candidate ever ran in (it lives
+        for the whole run; its compiled baseline is compiled once per size, on its own clock)."""
         limit = max(self.settings.timeout_s, 60.0)
         deadline = time.monotonic() + limit
         for attempt in range(2):
@@ -373,7 +426,7 @@ class Evaluator:
                 rw.ask(P.Construct(sp.index, sp.label, sp.init_inputs, 0.0, sp.size), deadline, P.Done)
                 rw.ask(P.Load(sp.state_b), deadline, P.Done)
                 timed = rw.ask(P.Time(0, tuple(draws), warmup, restore), deadline, P.Timed)
-                rw.ask(P.Release(tuple(range(len(draws)))), deadline, P.Done)
+                rw.ask(P.Release(tuple(range(warmup + len(timed.ms)))), deadline, P.Done)
                 return timed
             except (_Stop, sandbox.ZygoteError) as e:
                 if self._ref_worker is not None:

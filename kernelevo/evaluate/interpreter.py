@@ -12,7 +12,11 @@ enough to close is closed here, in the worker only, before the candidate is impo
 - Python floats passed to a kernel are fp32 scalars, as on a GPU (``eps.to(tl.float32)``);
 - ``libdevice`` math (``tanh``, ``rsqrt``, ``erf``, ...) computes, through NumPy;
 - ``tl.dot`` on fp32 with TF32 input precision rounds its inputs to TF32, as tensor cores
-  do, so the tolerance judges it here as it would on a GPU.
+  do, so the tolerance judges it here as it would on a GPU;
+- Triton 3.6's interpreter indexes with ``int()`` of a one-element array, which NumPy 2.4
+  refuses (every kernel using a scalar as an index or a ``range`` bound fails):
+  :func:`fix_numpy_scalars` does what Triton 3.9 does. It changes nothing on 3.9, so the
+  worker and the test suite apply it whatever the version.
 
 What remains is named by :func:`interpreter_fault`: the reason says the interpreter is at
 fault and what to avoid, never that the kernel is wrong.
@@ -153,6 +157,22 @@ class PrecompiledHandle:
         return runner
 
 
+def fix_numpy_scalars() -> None:
+    """Make the interpreter's ``tensor.__index__`` take one-element arrays under any NumPy. Idempotent."""
+    from triton.runtime import interpreter as interp
+
+    original = interp._patch_lang_tensor
+    if getattr(original, "_kernelevo", False):
+        return
+
+    def patch_lang_tensor(tensor: Any, scope: Any) -> None:
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    patch_lang_tensor._kernelevo = True  # type: ignore[attr-defined]
+    interp._patch_lang_tensor = patch_lang_tensor
+
+
 def install() -> None:
     """Close the gaps above. Only for ``TRITON_INTERPRET=1`` workers; call before the candidate's import."""
     import triton
@@ -184,6 +204,7 @@ def install() -> None:
 
     _bridge_libdevice(tl, interp)
     _tf32_dot(interp)
+    fix_numpy_scalars()
 
 
 def _bridge_libdevice(tl: Any, interp: Any) -> None:

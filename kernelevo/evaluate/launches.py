@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from kernelevo.evaluate.timing import FLUSH_KERNEL, MARK_KERNEL, Kernel
+
+HARNESS_KERNELS = frozenset({FLUSH_KERNEL, MARK_KERNEL})
 
 
 class LaunchCounter:
@@ -39,6 +43,39 @@ class LaunchCounter:
         """Triton's launch hook: counts the launch when the kernel is one of the candidate's."""
         if metadata is not None and metadata.get("name") in self.names:
             self.n += 1
+
+    def count_traced(self, trace: Sequence[Kernel]) -> int:
+        """Count the launches of its own kernels in a profiler trace (a timed block: no hook runs there)."""
+        own = self.own_names()
+        n = sum(1 for k in trace if kernel_base_name(k.name) in own)
+        self.n += n
+        return n
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Triton's launch hook off for the block: a timed launch must not pay for a Python call of
+        ours. Launches there are counted from the trace (``count_traced``)."""
+        import triton
+
+        hook = triton.knobs.runtime.launch_enter_hook
+        if hasattr(hook, "remove") and hasattr(hook, "add"):
+            present = self.on_launch in getattr(hook, "calls", [self.on_launch])
+            if present:
+                hook.remove(self.on_launch)
+            try:
+                yield
+            finally:
+                if present:
+                    hook.add(self.on_launch)
+            return
+        if hook == self.on_launch:  # Triton 3.4 and older: a single callable
+            triton.knobs.runtime.launch_enter_hook = None
+            try:
+                yield
+            finally:
+                triton.knobs.runtime.launch_enter_hook = hook
+            return
+        yield
 
     def own_names(self) -> set[str]:
         return set(self.names) | set(getattr(self, "cuda_names", set()))
@@ -140,12 +177,14 @@ def kernel_base_name(symbol: str) -> str:
 _TORCH_KERNEL = re.compile(r"\b(?:at|c10|at_cuda_detail)::")
 
 
-def foreign_kernels(trace: list[tuple[str, float]], own: set[str]) -> tuple[tuple[str, ...], float]:
-    """Kernels in ``trace`` ((name, device time) pairs) neither the candidate (``own``, exact base
-    names) nor PyTorch wrote, most time first, and their share of the traced device time."""
-    total = sum(t for _, t in trace)
+def foreign_kernels(trace: Sequence[Kernel], own: set[str]) -> tuple[tuple[str, ...], float]:
+    """Kernels in ``trace`` neither the candidate (``own``, exact base names) nor PyTorch (nor the
+    timing loop's flush and markers) wrote, most time first, and their share of the traced
+    device time."""
+    trace = [k for k in trace if k.name not in HARNESS_KERNELS]
+    total = sum(k.us for k in trace)
     foreign: dict[str, float] = {}
-    for name, t in trace:
+    for name, t, *_ in trace:
         if kernel_base_name(name) in own or _TORCH_KERNEL.search(name):
             continue
         foreign[name] = foreign.get(name, 0.0) + t
@@ -154,21 +193,22 @@ def foreign_kernels(trace: list[tuple[str, float]], own: set[str]) -> tuple[tupl
 
 
 @contextlib.contextmanager
-def kernel_trace() -> Iterator[list[tuple[str, float]]]:
-    """Every kernel the GPU ran inside the block, on every stream (the CUDA profiler), as
-    (name, device microseconds)."""
+def kernel_trace() -> Iterator[list[Kernel]]:
+    """Every kernel the GPU ran inside the block, on every stream (the CUDA profiler), with its
+    device time and start (microseconds)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     from kernelevo.evaluate.timing import synchronize
 
-    trace: list[tuple[str, float]] = []
+    trace: list[Kernel] = []
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         yield trace
         synchronize()
     for e in prof.events():
         if e.device_type == DeviceType.CUDA:
-            trace.append((e.name, float(getattr(e, "device_time", 0.0) or getattr(e, "cuda_time", 0.0) or 0.0)))
+            us = float(getattr(e, "device_time", 0.0) or getattr(e, "cuda_time", 0.0) or 0.0)
+            trace.append(Kernel(e.name, us, float(e.time_range.start)))
 
 
 class ProfiledLaunchCounter(LaunchCounter):
@@ -179,11 +219,11 @@ class ProfiledLaunchCounter(LaunchCounter):
         super().__init__(candidate_file)
         self.cuda_names = names
 
-    def count(self, trace: list[tuple[str, float]]) -> None:
-        for name, _ in trace:
-            if kernel_base_name(name) in self.cuda_names:
+    def count(self, trace: Sequence[Kernel]) -> None:
+        for k in trace:
+            if kernel_base_name(k.name) in self.cuda_names:
                 self.n += 1
-                self.jit.setdefault(name, None)
+                self.jit.setdefault(k.name, None)
 
 
 @contextlib.contextmanager

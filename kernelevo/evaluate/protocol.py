@@ -174,6 +174,7 @@ class Timed:
     torch_ops: tuple[str, ...] = ()
     foreign: tuple[str, ...] = ()  # GPU kernels the timed calls ran that neither it nor PyTorch wrote
     foreign_share: float = 0.0
+    kernel_ms: tuple[float, ...] = ()  # per timed call on a GPU: its kernels' summed time, every stream
 
 
 MESSAGES: dict[str, type] = {

@@ -32,6 +32,11 @@ class SizeResult:
     tflops: float | None = None  # achieved: FLOPs / latency
     roofline: float | None = None  # fraction of this GPU's calibrated ceiling (the nearer one)
     throttled: bool | None = None  # NVML reported thermal or power throttling during the measurement
+    speedup: float | None = None  # median over interleaved blocks of reference / candidate block medians
+    speedup_spread: float | None = None  # (max - min) / median of those block ratios
+    compiled_speedup: float | None = None  # the same against the torch.compile'd reference
+    kernel_ms: float | None = None  # GPU: median summed kernel time of a timed call (every stream)
+    blocks: int | None = None  # interleaved timing blocks per side
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,11 @@ def _clean(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def size_speedup(s: SizeResult, baseline: str = "reference_ms") -> float | None:
-    """baseline / latency for one size; None unless both are known and positive."""
+    """The paired speedup of interleaved blocks when measured; else baseline / latency. None
+    unless both are known and positive."""
+    paired = s.speedup if baseline == "reference_ms" else s.compiled_speedup if baseline == "compiled_ms" else None
+    if paired:
+        return paired
     base = getattr(s, baseline)
     if not s.latency_ms or not base or s.latency_ms <= 0 or base <= 0:
         return None

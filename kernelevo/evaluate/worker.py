@@ -27,7 +27,7 @@ import torch
 from kernelevo.candidate import detect_language
 from kernelevo.evaluate import confine, interpreter, landlock, launches, poison
 from kernelevo.evaluate import protocol as P
-from kernelevo.evaluate.timing import Samples, synchronize, time_cpu, time_cuda
+from kernelevo.evaluate.timing import Clock, Samples, synchronize, time_cpu, time_device
 from kernelevo.problem import flatten_outputs, load_problem
 from kernelevo.reference import fp32_precision
 
@@ -138,7 +138,8 @@ class _Model:
         self.model: Any = None
         self.budget = 0.0
         self.kept: dict[int, Any] = {}
-        self.models: dict[int, Any] = {}  # reference worker: one per size, reused across evaluations
+        self.models: dict[Any, Any] = {}  # reference worker: one per size, reused across evaluations
+        self.clock: Clock | None = None  # the GPU's timing side (built before the candidate's import)
 
     # -- steps ------------------------------------------------------------------------------
     def construct(self, msg: P.Construct) -> None:
@@ -178,7 +179,7 @@ class _Model:
         before = self.counter() if self.counter else 0
         self._begin(self.budget)
         with launches.pin(self.counter, msg.pin) if self.counter else _null() as used, self._traced() as trace:
-            out = self._guarded(lambda: self._forward(*args), f"call {msg.id}")
+            out = self._guarded(lambda: self._checked_forward(*args), f"call {msg.id}")
         synchronize() if self.device == "cuda" else None
         flat = self._check_outputs(out, args, f"call {msg.id}")
         self.kept[msg.id] = flat
@@ -202,14 +203,14 @@ class _Model:
         return P.State({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
 
     def time(self, msg: P.Time) -> P.Timed:
+        """One timing block (``timing.time_device`` on a GPU, ``time_cpu`` here); on a GPU the
+        candidate's timed launches are counted from the profiler's trace, not by a hook."""
         t = self.setup.timing
         draws = list(msg.draws)
         restore = to_device(msg.restore, self.device) if msg.restore is not None else None
-        spent = [0.0]
-        poisoned = [False]
-        ops: set[str] = set()
+        spent, poisoned, ops = [0.0], [False], set[str]()
 
-        def prepare(i: int) -> list[Any]:
+        def before(i: int) -> None:
             if restore is not None:
                 self.model.load_state_dict(restore)
             if self.meter is not None:
@@ -217,17 +218,27 @@ class _Model:
                 poisoned[0] = poisoned[0] or self.meter.poisoned
                 ops.update(self.meter.top_ops())
                 self._begin(self.budget)
+
+        def stage(i: int) -> list[Any]:
             return to_device(list(draws[i]), self.device)
 
-        before = self.counter() if self.counter else 0
+        before_n = self.counter() if self.counter else 0
         fn = self._forward
-        with self._traced() as trace:
-            if self.device == "cuda":
-                s = self._guarded(lambda: time_cuda(fn, prepare, len(draws), msg.warmup, t["l2_bytes"],
-                                                     t["gpu_max_time_s"], graph=bool(t.get("cuda_graph"))), "timing")
-            else:
-                s = self._guarded(lambda: time_cpu(fn, prepare, len(draws), msg.warmup), "timing")
-        foreign, share = self._foreign(trace)
+        foreign: tuple[str, ...] = ()
+        share = 0.0
+        if self.device == "cuda":
+            assert self.clock is not None
+            clock = self.clock
+            with self.counter.quiet() if self.counter else _null():
+                s = self._guarded(lambda: time_device(fn, stage, before, len(draws), msg.warmup, clock,
+                                                      t["gpu_max_time_s"], graph=bool(t.get("cuda_graph"))),
+                                  "timing")
+            if self.counter is not None:
+                self.counter.count_traced(s.trace)
+                foreign, share = launches.foreign_kernels(s.trace, self.counter.own_names())
+        else:
+            s = self._guarded(lambda: time_cpu(fn, lambda i: (before(i), stage(i))[1], len(draws), msg.warmup),
+                              "timing")
         if self.meter is not None:
             spent[0], poisoned[0] = max(spent[0], self.meter.spent), poisoned[0] or self.meter.poisoned
             ops.update(self.meter.top_ops())
@@ -236,14 +247,18 @@ class _Model:
         self._violation("timing")
         extra = self._device_facts(s) if self.device == "cuda" else {}
         if self.meter is None and t.get("compile_baseline"):
-            extra["compiled_ms"] = self._compiled(msg, prepare)
-        return P.Timed(s.ms, (self.counter() - before) if self.counter else 0, s.graph, extra, spent[0],
-                       poisoned[0], tuple(sorted(ops)), foreign, share)
+            extra["compiled_ms"] = self._compiled(msg, stage, before)
+        return P.Timed(s.ms, (self.counter() - before_n) if self.counter else 0, s.graph, extra, spent[0],
+                       poisoned[0], tuple(sorted(ops)), foreign, share, s.kernel_ms)
 
     # -- helpers ----------------------------------------------------------------------------
     def _forward(self, *args: Any) -> Any:
         with torch.no_grad():
             return self.model(*args)
+
+    def _checked_forward(self, *args: Any) -> Any:
+        with confine.fresh_memory_filled(self.state.refusals if self.state else []):
+            return self._forward(*args)
 
     def _begin(self, budget: float) -> None:
         if self.meter is not None:
@@ -279,18 +294,19 @@ class _Model:
     def _device_facts(self, s: Samples) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from kernelevo.profile.gpu import nvml_sample
+        from kernelevo.profile.gpu import merge_samples
         from kernelevo.profile.triton_meta import compiled_kernels
 
-        sample = nvml_sample(torch.cuda.current_device())
-        facts: dict[str, Any] = {"nvml": None if sample is None else asdict(sample)}
+        facts: dict[str, Any] = {"nvml": merge_samples(s.nvml),
+                                 "persisting_l2": bool(self.clock and self.clock.persisting_seen)}
         if self.counter is not None:
             facts["kernels"] = [asdict(m) for jit in self.counter.jit.values() if jit is not None
                                 for m in compiled_kernels(jit)]
         return facts
 
-    def _compiled(self, msg: P.Time, prepare: Any) -> list[float] | str:
-        """The reference under torch.compile, compiled once per size in this (reference) worker."""
+    def _compiled(self, msg: P.Time, stage: Any, before: Any) -> list[float] | str:
+        """The reference under torch.compile, compiled once per size in this (reference) worker,
+        which lives for the whole run: no candidate's time limit pays for the compile."""
         key = ("compiled", id(self.model))
         try:
             if key not in self.models:
@@ -308,9 +324,10 @@ class _Model:
 
             t = self.setup.timing
             if self.device == "cuda":
-                s = time_cuda(fn, prepare, len(msg.draws), msg.warmup, t["l2_bytes"], t["gpu_max_time_s"])
+                assert self.clock is not None
+                s = time_device(fn, stage, before, len(msg.draws), msg.warmup, self.clock, t["gpu_max_time_s"])
             else:
-                s = time_cpu(fn, prepare, len(msg.draws), msg.warmup)
+                s = time_cpu(fn, lambda i: (before(i), stage(i))[1], len(msg.draws), msg.warmup)
             return list(s.ms)
         except Exception as e:  # the baseline failing to compile is not the candidate's fault
             return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -349,6 +366,14 @@ def _confine(job_dir: Path, candidate: str, device: str, refusals: list[str], ho
     return note
 
 
+def _clock(setup: P.Setup) -> Clock | None:
+    if setup.device != "cuda":
+        return None
+    from kernelevo.evaluate.cuda_clock import CudaClock
+
+    return CudaClock(int(setup.timing["l2_bytes"]), torch.cuda.current_device())
+
+
 def serve(sock: socket.socket, key: bytes, job_dir: Path, role: str, pois: poison.Poison | None) -> int:
     """Run one worker until the controller says goodbye; every outcome goes back as a message."""
     chan = P.Channel(sock, key)
@@ -363,10 +388,12 @@ def serve(sock: socket.socket, key: bytes, job_dir: Path, role: str, pois: poiso
                 problem = load_problem(setup.problem_path, setup.overrides, device=setup.device)
                 model = _Model(chan, setup, job_dir, type(None), candidate, None, None, None)
                 model.cls = None
+                model.clock = _clock(setup)
                 chan.send(P.Ready())
                 return _loop(chan, model, problem)
             refusals: list[str] = []
             host_reads: list[str] = []
+            clock = _clock(setup)  # ctypes and CUDA set up by the harness, before any candidate code
             note = _confine(job_dir, candidate, setup.device, refusals, host_reads)
             source = Path(candidate).read_text()
             if setup.device == "cuda" and detect_language(source) == "cuda":
@@ -396,6 +423,7 @@ def serve(sock: socket.socket, key: bytes, job_dir: Path, role: str, pois: poiso
             if problem:
                 raise Failure("rejected", f"at import: {problem}")
             model = _Model(chan, setup, job_dir, cls, candidate, counter, meter, state)
+            model.clock = clock
             chan.send(P.Ready(tuple(sorted(counter.names | getattr(counter, "cuda_names", set()))),
                               launches.autotune_configs(counter), note or ""))
             return _loop(chan, model, None)

@@ -271,3 +271,20 @@ def nvml_sample(device_index: int = 0) -> NvmlSample | None:
         )
     except Exception:
         return None
+
+
+def merge_samples(samples: Any) -> dict[str, Any] | None:
+    """NVML samples taken during one timed block, as one record: the lowest SM clock, the highest
+    temperature and power, every throttle reason seen. None without samples."""
+    rows = [s for s in samples if s]
+    if not rows:
+        return None
+
+    def pick(key: str, fn: Any) -> Any:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return fn(vals) if vals else None
+
+    reasons = sorted({x for r in rows for x in r.get("throttle_reasons") or ()})
+    return {"sm_clock_mhz": pick("sm_clock_mhz", min), "max_sm_clock_mhz": pick("max_sm_clock_mhz", max),
+            "temperature_c": pick("temperature_c", max), "power_w": pick("power_w", max),
+            "throttle_reasons": reasons, "throttled": any(r.get("throttled") for r in rows), "samples": len(rows)}

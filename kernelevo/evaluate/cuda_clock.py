@@ -1,0 +1,115 @@
+"""The GPU side of the timing loop (:class:`kernelevo.evaluate.timing.Clock`): events, the L2
+flush, the markers that bound each call in the profiler's trace, and NVML samples.
+
+The flush writes twice the L2 size with a Triton kernel of its own name, so the profiler's
+trace can tell it from any kernel a candidate or PyTorch runs. Before it, persisting L2 is
+dropped when the process has set some aside (``cudaLimitPersistingL2CacheSize`` > 0; only
+CUDA C++ can, through an access policy window): lines marked persisting survive a flush, so
+a candidate could keep its inputs resident across calls. Querying the limit is a host call
+that does not wait on the GPU, so the queue stays full when nothing was set aside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from kernelevo.evaluate.timing import _EVENT, _SYNC, FLUSH_KERNEL, MARK_KERNEL, Kernel
+
+_PERSISTING_L2_LIMIT = 0x06  # cudaLimitPersistingL2CacheSize
+
+
+@triton.jit
+def _kernelevo_l2_flush_kernel(buf_ptr, n, BLOCK: tl.constexpr):
+    """Writes ``n`` bytes of ``buf`` (2 x L2): every line a candidate left in L2 is evicted."""
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    tl.store(buf_ptr + offs, tl.zeros((BLOCK,), dtype=tl.int32), mask=offs < n)
+
+
+@triton.jit
+def _kernelevo_mark_kernel(buf_ptr):
+    """One store: the end of a timed call's window in the trace (a few microseconds, untimed)."""
+    tl.store(buf_ptr, 1)
+
+
+assert _kernelevo_l2_flush_kernel.fn.__name__ == FLUSH_KERNEL and _kernelevo_mark_kernel.fn.__name__ == MARK_KERNEL
+
+
+def _cudart() -> Any:
+    """The CUDA runtime this process loaded (the one torch uses), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libcudart" in line}
+        for path in sorted(paths):
+            return ctypes.CDLL(path)
+    except OSError:
+        pass
+    for name in ("libcudart.so", "libcudart.so.13", "libcudart.so.12"):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+class CudaClock:
+    """Events, flush, markers, the kernel trace and NVML for one device. Built before the
+    candidate is imported (it resolves the CUDA runtime through ctypes, which candidates
+    may not use)."""
+
+    def __init__(self, l2_bytes: int, device_index: int = 0) -> None:
+        words = max(2 * l2_bytes, 1 << 20) // 4
+        self._buf = torch.empty(words, dtype=torch.int32, device="cuda")
+        self._mark = torch.empty(1, dtype=torch.int32, device="cuda")
+        self._n = words
+        self._device = device_index
+        self._rt = _cudart()
+        self.persisting_seen = False  # the process set aside persisting L2 at some point
+        self.flush()  # compiled now, not in the first timed call's gap
+        self.mark()
+        _SYNC()
+
+    def event(self) -> Any:
+        return _EVENT(enable_timing=True)
+
+    def synchronize(self) -> None:
+        _SYNC()
+
+    def _drop_persisting_l2(self) -> None:
+        if self._rt is None:
+            return
+        size = ctypes.c_size_t(0)
+        if self._rt.cudaDeviceGetLimit(ctypes.byref(size), _PERSISTING_L2_LIMIT) == 0 and size.value > 0:
+            self.persisting_seen = True
+            self._rt.cudaCtxResetPersistingL2Cache()
+            self._rt.cudaDeviceSetLimit(_PERSISTING_L2_LIMIT, ctypes.c_size_t(0))
+
+    def flush(self) -> None:
+        self._drop_persisting_l2()
+        block = 8192
+        _kernelevo_l2_flush_kernel[(triton.cdiv(self._n, block),)](self._buf, self._n, BLOCK=block)
+
+    def mark(self) -> None:
+        _kernelevo_mark_kernel[(1,)](self._mark)
+
+    @contextlib.contextmanager
+    def trace(self) -> Iterator[list[Kernel]]:
+        from kernelevo.evaluate.launches import kernel_trace
+
+        with kernel_trace() as kernels:
+            yield kernels
+
+    def sample(self) -> Any:
+        from dataclasses import asdict
+
+        from kernelevo.profile.gpu import nvml_sample
+
+        s = nvml_sample(self._device)
+        return None if s is None else asdict(s)
