@@ -175,3 +175,14 @@ def test_every_autotune_config_is_checked(evaluators) -> None:
     assert "autotune config 1" in result.reason and "BLOCK: 4096" in result.reason
     fixed = AUTOTUNED.replace("n_cols - 1 if", "n_cols if")
     assert evaluators("softmax_small").evaluate(Candidate.from_source(fixed, "fixed")).ok
+
+
+def test_an_output_never_written_fails_even_when_a_recycled_block_held_the_answer(evaluators) -> None:
+    """The answer is computed, dropped, and a fresh ``empty_like`` returned: on a GPU the caching
+    allocator hands back the same block, still holding it. Checked calls fill fresh memory with NaN."""
+    ev = evaluators("softmax_small")
+    src = HEADER + ("\n\nclass ModelNew(nn.Module):\n    def forward(self, x):\n        y = softmax(x)\n"
+                    "        del y\n        return torch.empty_like(x)\n")
+    r = ev.evaluate(Candidate.from_source(src, "recycled"))
+    assert r.verdict is Verdict.INCORRECT, r.reason
+    assert "NaN where the reference has none" in r.reason and "never written" in r.reason

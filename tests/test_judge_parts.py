@@ -487,6 +487,14 @@ def test_gpu_launch_paths_on_a_cpu(tmp_path: Path, triton_patches) -> None:
         counter.on_launch({"name": "_other"})
         counter.on_launch(None)
         assert counter() == 1
+        import triton
+
+        chain = triton.knobs.runtime.launch_enter_hook
+        with counter.quiet():  # a timed block: no Python call of ours per launch
+            assert counter.on_launch not in chain.calls
+            counted = counter.count_traced([Kernel("_gpu_kernel", 5.0), Kernel("_other", 1.0),
+                                            Kernel("void at::native::fill(float*)", 1.0), Kernel("_gpu_kernel", 5.0)])
+        assert counter.on_launch in chain.calls and counted == 2 and counter() == 3
     finally:
         import triton
 
@@ -595,3 +603,24 @@ def test_recheck_compares_integers_exactly() -> None:
 
     big = torch.tensor([2**60], dtype=torch.int64)
     assert "reused" in judge.judge_recheck({0: (big,)}, {0: (big + 1,)}, "n")  # beyond float64's integers
+
+
+def test_fresh_memory_is_nan_in_checked_calls_and_switching_that_off_is_refused() -> None:
+    refusals: list[str] = []
+    saved = confine._deterministic()
+    with confine.fresh_memory_filled(refusals):
+        assert bool(torch.isnan(torch.empty(1000)).all()) and bool(torch.isnan(torch.empty_like(torch.ones(3))).all())
+        assert bool((torch.empty(10, dtype=torch.int32) == torch.iinfo(torch.int32).max).all())
+        assert torch.exp(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]  # ops themselves are unchanged
+    assert confine._deterministic() == saved and refusals == []
+    with confine.fresh_memory_filled(refusals):
+        torch.use_deterministic_algorithms(False)
+    assert refusals == ["a switch of PyTorch's deterministic-algorithm settings (the judge fills fresh memory)"]
+    assert confine._deterministic() == saved  # put back whatever the block did
+    state = confine.ProcessState(confine.Snapshot(), [], [])
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        assert "deterministic-algorithm settings" in (state.violation() or "")
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    assert state.violation() is None

@@ -277,7 +277,8 @@ class Evaluator:
             w.ask(P.Release(tuple(firsts)), deadline, P.Done)
             result = SizeResult(sp.size, worst_abs, worst_rel, launches=launches)
             if not sp.extra:
-                result, next_id, passed = self._time(w, sp, result, next_id, deadline, passed)
+                result, next_id, passed, reference_s = self._time(w, sp, result, next_id, deadline, passed)
+                deadline += reference_s  # the reference's blocks (and its compile) are not the candidate's time
             sizes.append(result)
         timed = [r for r, sp in zip(sizes, plan.sizes, strict=True) if not sp.extra]
         hybrid = budget_inf and max_share > share
@@ -336,10 +337,11 @@ class Evaluator:
         return [(0 if j == 0 else cuts[j], cuts[j + 1], warmup if j == 0 else 0) for j in range(k)]
 
     def _time(self, w: _Worker, sp: SizePlan, result: SizeResult, next_id: int, deadline: float,
-              passed: int) -> tuple[SizeResult, int, int]:
+              passed: int) -> tuple[SizeResult, int, int, float]:
         """Candidate and reference timed in alternating blocks (A B A B ..., the controller holding
         one block at a time), each pair on the same draws; the speedup is the median of the
-        blocks' ratios, so drift of clocks and temperature between blocks cancels."""
+        blocks' ratios, so drift of clocks and temperature between blocks cancels. Returns the
+        seconds the reference's blocks took, which the candidate's deadline does not count."""
         s, p = self.settings, self.problem
         warmup, draws = self._timing_draws(sp)
         restore = sp.state_b if sp.stateful else None
@@ -350,6 +352,7 @@ class Evaluator:
         ids: list[int] = []
         extras: dict[str, list[dict[str, Any]]] = {"candidate": [], "reference": []}
         compile_error = None
+        reference_s = 0.0
         for a, b, wu in self._blocks(warmup, len(draws)):
             cand: P.Timed = w.ask(P.Time(next_id + a, tuple(draws[a:b]), wu, restore), deadline, P.Timed)
             ids += range(next_id + a, next_id + a + wu + len(cand.ms))
@@ -361,7 +364,10 @@ class Evaluator:
             foreign = judge.foreign_reason(cand, s.torch_compute_share)
             if foreign and not s.allow_torch_compute:
                 raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: {foreign}")
+            t0 = time.monotonic()
             base = self._time_reference(sp, draws[a:b], wu, restore)
+            deadline += time.monotonic() - t0
+            reference_s += time.monotonic() - t0
             cand_ms.append(cand.ms)
             ref_ms.append(base.ms)
             kernel_ms += cand.kernel_ms
@@ -408,7 +414,7 @@ class Evaluator:
                         reference_ms=round(ref_med, 6), compiled_ms=comp_med, throttled=throttled,
                         speedup=round(speedup, 4) if speedup else None, speedup_spread=round(speedup_spread, 4),
                         compiled_speedup=comp_speedup, kernel_ms=kern, blocks=len(cand_ms)),
-                max(ids) + 1, passed + len(checked))
+                max(ids) + 1, passed + len(checked), reference_s)
 
     def _time_reference(self, sp: SizePlan, draws: list[tuple[Any, ...]], warmup: int,
                         restore: dict[str, torch.Tensor] | None) -> P.Timed:

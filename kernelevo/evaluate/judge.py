@@ -84,6 +84,8 @@ def judge_call(
             if pattern:
                 detail = f"{pattern}; {c.reason}"
                 break
+    if "NaN where the reference has none" in c.reason:
+        detail += " (computed, or never written: checked calls get fresh memory filled with NaN)"
     if planned.kind == "extra":
         detail = f"correct on the declared sizes but wrong at this one, outside them: {detail}"
     elif planned.kind == "weights B":
