@@ -122,7 +122,7 @@ def check(
             if ncu and result.ok and dev == "cuda":
                 from kernelevo.profile.finalist import with_ncu
 
-                result = with_ncu(result, prob, cand.source)
+                result = with_ncu(result, prob, cand.source, evaluator.settings.allow_tf32)
             if json_out:
                 typer.echo(json_line(result))
             else:

@@ -105,7 +105,9 @@ class Run:
             return
         size = self.problem.sizes[-1] if self.problem.sizes else {}
         self.store.set_meta({"finalist": {"id": cid, "size": size,
-                                          "ncu": ncu_json(profile_finalist(self.problem, size, best.source))}})
+                                          "ncu": ncu_json(profile_finalist(
+                                              self.problem, size, best.source,
+                                              allow_tf32=self.settings.eval.allow_tf32))}})
 
 
 def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_source: str | None,

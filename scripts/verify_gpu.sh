@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
 # Everything that can only be checked on a GPU, in one command, from the repository root:
 #   bash scripts/verify_gpu.sh            (on a machine with a CUDA GPU; ~10-20 minutes)
-# 1. the GPU tests (adversarial GPU cases, CuPy candidates, profile, calibration),
+# 1. the GPU tests (adversarial GPU cases, CuPy candidates, profile, calibration, timing),
 # 2. this GPU's calibration (profiling/<gpu-key>.json),
-# 3. the GPU benchmarks for BENCHMARKS.md (stability, ncu agreement, seeds vs eager/compile, throughput).
-set -euo pipefail
+# 3. the GPU benchmarks for BENCHMARKS.md (stability, agreement with ncu and do_bench, seeds vs
+#    eager/compile, throughput).
+# Every step runs whatever the others did; the failures are listed at the end and set the exit code.
+# Arguments go to scripts/bench_gpu.py (e.g. --ops softmax --repeats 5).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 unset TRITON_INTERPRET
 export PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
-python -m pytest -q -m gpu tests/ -p no:cacheprovider
-python -m kernelevo calibrate
-python scripts/bench_gpu.py "$@"
+
+failed=()
+step() {
+    local name="$1"
+    shift
+    echo "== ${name}: $*"
+    if ! "$@"; then
+        failed+=("${name}")
+        echo "== ${name}: FAILED"
+    fi
+}
+
+step "gpu tests" python -m pytest -q -m gpu tests/ -p no:cacheprovider
+step "calibration" python -m kernelevo calibrate
+step "benchmarks" python scripts/bench_gpu.py "$@"
+
+if ((${#failed[@]})); then
+    echo "verify_gpu: ${#failed[@]} step(s) failed: ${failed[*]}"
+    exit 1
+fi
+echo "verify_gpu: every step passed"

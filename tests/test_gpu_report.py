@@ -3,6 +3,8 @@ compiler-error trimming. The numbers are hand-computed; nothing here needs a GPU
 
 from __future__ import annotations
 
+import pytest
+
 from kernelevo.evaluate.gpu_report import profile_of, with_roofline
 from kernelevo.evaluate.launches import cuda_kernel_names, kernel_base_name
 from kernelevo.evaluate.verdict import SizeResult
@@ -87,11 +89,63 @@ def test_finalist_profiles_only_the_candidates_own_kernels() -> None:
     from tests.conftest import ROOT
 
     assert own_kernel_regex((ROOT / "kernels" / "cross_entropy" / "seed.py").read_text()) == \
-        "_cross_entropy_kernel|_mean_kernel"
+        "^(?:_cross_entropy_kernel|_mean_kernel)$"  # both kernels of the seed, each exactly
     assert own_kernel_regex("import torch\n") is None  # nothing to select: ncu is not run blind
     ast.parse('ARGS = "{}"\n' + _SCRIPT)  # the script ncu runs is valid Python
+    body = _SCRIPT.split("range_push")[1]
+    assert body.count("model(*inputs)") == 1 and "range_pop" in body  # one call profiled, after warm-up
+    assert _SCRIPT.index("for _ in range(3)") < _SCRIPT.index("range_push")
+    assert 'fp32_precision(args["allow_tf32"])' in _SCRIPT  # compiled as the timed run compiled it
     from kernelevo.problem import load_problem
     from kernelevo.profile.finalist import profile_finalist
 
     prob = load_problem(ROOT / "tests" / "problems" / "softmax_small.py")
     assert "no @triton.jit" in profile_finalist(prob, {}, "import torch\n")
+
+
+@pytest.mark.parametrize("allow_tf32", [False, True])
+def test_finalist_is_profiled_as_it_was_timed(monkeypatch, allow_tf32: bool) -> None:
+    """Same precision (TF32 or not) as the timed run, the candidate's kernels named exactly."""
+    from kernelevo.problem import load_problem
+    from kernelevo.profile import finalist
+    from tests.conftest import ROOT
+
+    seen: dict = {}
+
+    def fake_run_ncu(script, workdir, regex, **kw):
+        seen.update(script=script.read_text(), regex=regex, **kw)
+        return "profiled"
+
+    monkeypatch.setattr(finalist, "run_ncu", fake_run_ncu)
+    prob = load_problem(ROOT / "tests" / "problems" / "softmax_small.py")
+    source = (ROOT / "tests" / "candidates" / "softmax_good.py").read_text()
+    assert finalist.profile_finalist(prob, {}, source, allow_tf32=allow_tf32) == "profiled"
+    assert ("TRITON_F32_DEFAULT" in seen["env"]) is (not allow_tf32)
+    import ast
+    import json
+
+    args = json.loads(ast.literal_eval(seen["script"].splitlines()[0].split("=", 1)[1].strip()))
+    assert args["allow_tf32"] is allow_tf32
+    assert "TIMED_RANGE = 'kernelevo_timed'" in seen["script"]
+    assert seen["regex"].startswith("^(?:") and seen["regex"].endswith(")$")
+
+
+def test_verify_gpu_runs_every_step_and_lists_the_failures(tmp_path) -> None:
+    """One failing step (the GPU tests) must not skip calibration and the benchmarks."""
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    log = tmp_path / "calls"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {log}\ncase "$*" in *pytest*) exit 1;; esac\nexit 0\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "verify_gpu.sh"), "--ops", "softmax"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    calls = log.read_text().splitlines()
+    assert [c.split()[1] if c.startswith("-m") else c.split()[0] for c in calls] == \
+        ["pytest", "kernelevo", "scripts/bench_gpu.py"]
+    assert calls[-1].endswith("--ops softmax")
+    assert p.returncode == 1 and "1 step(s) failed: gpu tests" in p.stdout

@@ -205,18 +205,37 @@ def test_summarize_launches_limiter_and_stalls() -> None:
     assert mm.occupancy_limiter == "shared_mem" and mm.registers == 168 and mm.memory_pct is None
     assert mm.top_stalls == (("math_pipe_throttle", 100.0),)
     assert summarize_launches([{"kernel": "k"}]) == [NcuSummary("k", *[None] * 8, ())]
+    hopper = summarize_launches([{"kernel": "k", ncu_mod.GMMA: 71.5, "gpu__time_duration.sum": 10.0},
+                                 {"kernel": "k2", "gpu__time_duration.sum": 5.0}, {"kernel": "k3"}])
+    assert hopper[0].gmma_pct == 71.5 and hopper[0].tensor_pct is None and hopper[1].gmma_pct is None
+    assert ncu_mod.call_duration_ns(hopper) == 15.0 and ncu_mod.call_duration_ns(hopper[2:]) is None
 
 
-def test_ncu_command_has_csv_and_every_metric(tmp_path: Path) -> None:
-    cmd = ncu_command(tmp_path / "run.py", tmp_path / "out.csv", "_softmax.*", launch_count=3)
+def test_ncu_command_profiles_every_launch_of_the_timed_call(tmp_path: Path) -> None:
+    cmd = ncu_command(tmp_path / "run.py", tmp_path / "out.csv", "^(?:_softmax_kernel)$")
     assert cmd[0] == "ncu" and "--csv" in cmd and cmd[-1] == str(tmp_path / "run.py")
     metrics = cmd[cmd.index("--metrics") + 1].split(",")
-    assert set(METRICS) <= set(metrics) and len(METRICS) >= 15
-    assert cmd[cmd.index("--kernel-name") + 1] == "regex:_softmax.*"
-    assert cmd[cmd.index("--launch-count") + 1] == "3"
+    assert set(METRICS) == set(metrics) and len(METRICS) >= 15 and ncu_mod.GMMA not in metrics
+    assert cmd[cmd.index("--kernel-name") + 1] == "regex:^(?:_softmax_kernel)$"
+    assert cmd[cmd.index("--kernel-name-base") + 1] == "function"
+    assert "--launch-count" not in cmd and "--launch-skip" not in cmd  # every launch in the range
+    assert "--nvtx" in cmd and cmd[cmd.index("--nvtx-include") + 1] == "kernelevo_timed/"
     assert cmd[cmd.index("--log-file") + 1] == str(tmp_path / "out.csv")
     assert "--target-processes" in cmd
-    assert "--kernel-name" not in ncu_command(tmp_path / "run.py", tmp_path / "out.csv", None)
+    bare = ncu_command(tmp_path / "run.py", tmp_path / "out.csv", None, timed_range=False)
+    assert "--kernel-name" not in bare and "--nvtx" not in bare
+    hopper = ncu_command(tmp_path / "run.py", tmp_path / "out.csv", None, major=9)
+    assert ncu_mod.GMMA in hopper[hopper.index("--metrics") + 1].split(",")  # wgmma shows only here
+    ampere = ncu_command(tmp_path / "r.py", tmp_path / "o.csv", None, major=8)
+    assert ncu_mod.GMMA not in ampere[ampere.index("--metrics") + 1]
+
+
+def test_kernel_names_are_matched_exactly() -> None:
+    import re
+
+    rx = re.compile(ncu_mod.exact_names({"_mean", "add.one", "_cross_entropy_kernel"}))
+    assert rx.search("_mean") and rx.search("add.one") and rx.search("_cross_entropy_kernel")
+    assert not rx.search("_mean_kernel") and not rx.search("add_one") and not rx.search("x_mean")
 
 
 def test_ncu_unavailable_without_ncu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,3 +300,34 @@ def test_render_profile_length_cap() -> None:
     assert len(text) <= MAX_CHARS
     assert "more sizes" in text and "more kernels" in text
     assert "size N=1:" in text  # the first items are kept
+
+
+def test_cupy_metadata_from_raw_kernels_and_raw_modules() -> None:
+    from kernelevo.profile.triton_meta import cupy_kernels
+
+    class RawKernel:
+        def __init__(self, name: str, regs: int) -> None:
+            self.name, self.num_regs, self.shared_size_bytes = name, regs, 1024
+
+    class RawModule:
+        def get_function(self, name: str) -> RawKernel:
+            if name != "from_module":
+                raise KeyError(name)
+            return RawKernel(name, 40)
+
+    class Broken(RawKernel):
+        @property
+        def num_regs(self) -> int:  # type: ignore[override]
+            raise RuntimeError("nvrtc failed")
+
+        @num_regs.setter
+        def num_regs(self, v: int) -> None:
+            pass
+
+    for cls in (RawKernel, RawModule, Broken):
+        cls.__module__ = "cupy._core.raw"
+    Broken.__name__ = "RawKernel"
+    metas = cupy_kernels([RawKernel("global_one", 32), RawModule(), "not cupy", 3, Broken("bad", 0)],
+                         {"from_module", "absent"})
+    assert [(m.name, m.registers, m.shared_bytes) for m in metas] == [("global_one", 32, 1024),
+                                                                      ("from_module", 40, 1024)]

@@ -295,13 +295,18 @@ class _Model:
         from dataclasses import asdict
 
         from kernelevo.profile.gpu import merge_samples
-        from kernelevo.profile.triton_meta import compiled_kernels
+        from kernelevo.profile.triton_meta import compiled_kernels, cupy_kernels
 
         facts: dict[str, Any] = {"nvml": merge_samples(s.nvml),
                                  "persisting_l2": bool(self.clock and self.clock.persisting_seen)}
         if self.counter is not None:
-            facts["kernels"] = [asdict(m) for jit in self.counter.jit.values() if jit is not None
-                                for m in compiled_kernels(jit)]
+            metas = [m for jit in self.counter.jit.values() if jit is not None for m in compiled_kernels(jit)]
+            if isinstance(self.counter, launches.ProfiledLaunchCounter):
+                module = sys.modules.get("candidate")
+                objects = [*vars(module).values()] if module is not None else []
+                objects += [v for mod in self.model.modules() for v in vars(mod).values()]
+                metas += cupy_kernels(objects, self.counter.cuda_names)
+            facts["kernels"] = [asdict(m) for m in metas]
         return facts
 
     def _compiled(self, msg: P.Time, stage: Any, before: Any) -> list[float] | str:

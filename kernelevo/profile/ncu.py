@@ -1,8 +1,15 @@
-"""Nsight Compute on finalists: a small fixed metric set, run once per kernel launch, summarised per launch.
+"""Nsight Compute on finalists: a small fixed metric set on every kernel of one forward call,
+summarised per launch and summed over the call.
 
-Nsight Compute locks clocks and flushes caches, so its durations explain a kernel; they are never compared
-with event timings. Stall reasons come from PC sampling (``smsp__pcsamp_*``, sample counts); a summary
-reports each as its share of the sampled stalls of the reasons collected here.
+The profiled script warms the model up (compiles, autotuning) and then runs one call inside an
+NVTX range, ``TIMED_RANGE``; ncu profiles only launches inside it (``--nvtx-include``), every one
+of them whose function name matches the candidate's kernel names exactly (an anchored regex),
+so an autotuner's benchmarking runs and the warm-up never stand in for the timed call, and a
+second or third kernel of a candidate is never missed. Nsight Compute locks clocks and flushes
+caches, so its durations explain a kernel; they rank nothing. Stall reasons come from PC
+sampling (``smsp__pcsamp_*``, sample counts); a summary reports each as its share of the
+sampled stalls of the reasons collected here. Tensor-core use is the ``hmma`` pipe before
+Hopper and also the ``gmma`` pipe (warpgroup MMA) on Hopper, reported apart.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +39,18 @@ METRICS: tuple[str, ...] = (
     "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
     *(STALL_PREFIX + s for s in STALLS),
 )
+GMMA = "sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active"  # Hopper (sm_90) only
+TIMED_RANGE = "kernelevo_timed"
+
+
+def metrics_for(major: int | None) -> tuple[str, ...]:
+    """The metric set for a GPU of compute capability ``major``.x: ncu refuses a metric the GPU lacks."""
+    return (*METRICS, GMMA) if major == 9 else METRICS
+
+
+def exact_names(names: set[str] | list[str]) -> str:
+    """An anchored regex matching exactly these function names (ncu matches a regex anywhere in the name)."""
+    return "^(?:" + "|".join(re.escape(n) for n in sorted(names)) + ")$"
 _FALLBACK_DIRS: tuple[str, ...] = ("/usr/local/cuda/bin", "/opt/nvidia/nsight-compute")
 # Units ncu may print (``--print-units base`` avoids most); values are converted to ns and bytes.
 _SCALE = {"nsecond": 1.0, "usecond": 1e3, "msecond": 1e6, "second": 1e9, "byte": 1.0, "Kbyte": 1e3,
@@ -91,15 +111,17 @@ def ncu_available(probe: bool = True) -> tuple[bool, str]:
     return _probe(ncu)
 
 
-def ncu_command(script: Path, out_csv: Path, kernel_regex: str | None, launch_count: int = 1,
-                ncu: str = "ncu", clock_control: str = "base") -> list[str]:
-    """``clock_control="none"`` leaves the GPU at its own clocks: for comparing durations with event
-    timings; the default locks base clocks, which makes metrics repeatable but durations longer."""
-    cmd = [ncu, "--csv", "--page", "details", "--print-units", "base", "--metrics", ",".join(METRICS),
-           "--target-processes", "all", "--launch-count", str(launch_count), "--log-file", str(out_csv),
-           "--clock-control", clock_control]
+def ncu_command(script: Path, out_csv: Path, kernel_regex: str | None, ncu: str = "ncu",
+                clock_control: str = "base", major: int | None = None, timed_range: bool = True) -> list[str]:
+    """Every launch in the script's ``TIMED_RANGE`` (all of them: no launch count) whose function name
+    matches ``kernel_regex``. ``clock_control="none"`` leaves the GPU at its own clocks (for comparing
+    durations with event timings); the default locks base clocks: repeatable metrics, longer durations."""
+    cmd = [ncu, "--csv", "--page", "details", "--print-units", "base", "--metrics", ",".join(metrics_for(major)),
+           "--target-processes", "all", "--log-file", str(out_csv), "--clock-control", clock_control]
+    if timed_range:
+        cmd += ["--nvtx", "--nvtx-include", f"{TIMED_RANGE}/"]
     if kernel_regex:
-        cmd += ["--kernel-name", f"regex:{kernel_regex}"]
+        cmd += ["--kernel-name-base", "function", "--kernel-name", f"regex:{kernel_regex}"]
     return [*cmd, sys.executable, str(script)]
 
 
@@ -144,8 +166,15 @@ class NcuSummary:
     occupancy_pct: float | None
     occupancy_limiter: str | None
     registers: int | None
-    tensor_pct: float | None
+    tensor_pct: float | None  # the hmma pipe (mma.sync): Ampere-style tensor cores
     top_stalls: tuple[tuple[str, float], ...]  # (reason, % of the sampled stalls collected), largest first
+    gmma_pct: float | None = None  # the gmma pipe (wgmma): Hopper's warpgroup tensor cores
+
+
+def call_duration_ns(launches: list[NcuSummary]) -> float | None:
+    """The profiled call's kernel time: the sum over its launches (None when none has a duration)."""
+    known = [n.duration_ns for n in launches if n.duration_ns is not None]
+    return sum(known) if known else None
 
 
 def _num(row: dict, metric: str) -> float | None:
@@ -172,13 +201,14 @@ def summarize_launches(rows: list[dict]) -> list[NcuSummary]:
             registers=int(regs) if regs is not None else None,
             tensor_pct=_num(row, "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"),
             top_stalls=tuple((s, round(100 * v / total, 1)) for s, v in top),
+            gmma_pct=_num(row, GMMA),
         ))
     return out
 
 
 def run_ncu(script: Path, workdir: Path, kernel_regex: str | None = None,
             timeout_s: float = 300, env: dict[str, str] | None = None,
-            clock_control: str = "base") -> list[NcuSummary] | str:
+            clock_control: str = "base", major: int | None = None) -> list[NcuSummary] | str:
     """Profile the kernel launches of ``python script``; the summaries, or a one-line reason. Never raises."""
     try:
         ok, reason = ncu_available()
@@ -187,7 +217,8 @@ def run_ncu(script: Path, workdir: Path, kernel_regex: str | None = None,
         workdir.mkdir(parents=True, exist_ok=True)
         out_csv = workdir / "ncu.csv"
         out_csv.unlink(missing_ok=True)
-        cmd = ncu_command(script, out_csv, kernel_regex, ncu=find_ncu() or "ncu", clock_control=clock_control)
+        cmd = ncu_command(script, out_csv, kernel_regex, ncu=find_ncu() or "ncu", clock_control=clock_control,
+                          major=major)
         p = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True, env=env)  # own group: a timeout ends ncu and the python
         try:

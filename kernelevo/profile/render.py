@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kernelevo.profile.ncu import NcuSummary
+from kernelevo.profile.ncu import NcuSummary, call_duration_ns
 from kernelevo.profile.triton_meta import KernelMeta
 
 MAX_CHARS = 1500
@@ -79,7 +79,9 @@ def _ncu_line(n: NcuSummary) -> str:
     if n.registers is not None:
         parts.append(f"{n.registers} regs/thread")
     if n.tensor_pct is not None:
-        parts.append(f"tensor pipe {n.tensor_pct:.0f}%")
+        parts.append(f"tensor pipe (hmma) {n.tensor_pct:.0f}%")
+    if n.gmma_pct is not None:
+        parts.append(f"tensor pipe (gmma) {n.gmma_pct:.0f}%")
     if n.top_stalls:
         parts.append("stalls " + ", ".join(f"{s} {v:.0f}%" for s, v in n.top_stalls))
     return f"ncu {name}: " + ("; ".join(parts) if parts else "no metrics")
@@ -107,6 +109,9 @@ def render_profile(per_size: Sequence[dict], kernels: Sequence[KernelMeta] = (),
         if isinstance(ncu, str):
             lines.append(f"Nsight Compute: {ncu.strip()[:300]}")
         elif ncu is not None:
+            total = call_duration_ns(list(ncu))
+            if total is not None and len(ncu) > 1:
+                lines.append(f"Nsight Compute: {len(ncu)} launches in one call, {total / 1e3:.1f} us of kernel time")
             lines += _capped(list(ncu), n_ncu, _ncu_line, "launches") or ["Nsight Compute: no launch profiled"]
         text = "\n".join(lines)
         if len(text) <= MAX_CHARS:

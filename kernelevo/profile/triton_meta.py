@@ -114,6 +114,35 @@ def compiled_kernels(jit_fn: Any) -> list[KernelMeta]:
         return []
 
 
+def cupy_kernels(objects: Iterable[Any], names: set[str]) -> list[KernelMeta]:
+    """Metadata of a CUDA candidate's CuPy kernels among ``objects`` (its module's globals, its
+    model's attributes): each ``RawKernel``, and each of ``names`` a ``RawModule`` holds (kernels
+    fetched with ``get_function`` inside forward are reached through their module). Never raises."""
+    out: dict[str, KernelMeta] = {}
+
+    def describe(kernel: Any, name: str) -> None:
+        try:
+            out.setdefault(name, KernelMeta(name=name, registers=_int(getattr(kernel, "num_regs", None)), spills=None,
+                                            shared_bytes=_int(getattr(kernel, "shared_size_bytes", None)),
+                                            num_warps=None, num_stages=None))
+        except Exception:  # compiling for the attributes failed: nothing to report
+            pass
+
+    for obj in objects:
+        kind = type(obj)
+        if not kind.__module__.startswith("cupy"):
+            continue
+        if kind.__name__ == "RawKernel":
+            describe(obj, str(getattr(obj, "name", "") or "kernel"))
+        elif kind.__name__ == "RawModule":
+            for name in sorted(names):
+                try:
+                    describe(obj.get_function(name), name)
+                except Exception:  # not in this module
+                    continue
+    return list(out.values())
+
+
 def summarize(metas: Sequence[KernelMeta]) -> dict:
     """JSON-ready: every kernel's fields, and the worst case over them."""
 
