@@ -4,6 +4,7 @@ audit policy. Fast, so the mutation score (scripts/mutation.py) runs them for ev
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -298,6 +299,9 @@ def test_size_cost_counts_bytes_and_output_row_blocks() -> None:
     assert size_cost(p, {"batch_size": 5, "dim": 3000}) == (2 * 5 * 3000 * 4, 5 * 3)
     assert _blocks(torch.empty(2500)) == 3 and _blocks(torch.empty(())) == 1
     assert _blocks(torch.empty(7, 3, 1025)) == 21 * 2 and _blocks(3.0) == 1
+    assert _blocks(torch.empty(1025)) == 2 and _blocks(torch.empty(1024)) == 1  # 1-D: blocks of the one row
+    assert _blocks(torch.empty(2, 1024)) == 2 and _blocks(torch.empty(4, 0)) == 0  # empty rows span nothing
+    assert _blocks(torch.empty(3, 1)) == 3
 
 
 def test_extra_size_gives_up_with_a_note() -> None:
@@ -1338,3 +1342,114 @@ def test_stress_judgement_without_a_float64_truth_uses_the_problem_tolerance() -
     assert not j.ok and "loses precision at inputs offset by 500" in j.reason
     assert judge.judge_call(stress, _out(x * 100 + 1e-3), _size(), None, None, 0.25, 0).ok
     assert not judge.judge_call(stress, _out(x * 100 + 1e-3), _size(), 0.0, 0.0, 0.25, 0).ok  # ATOL=0 is strict
+
+
+def test_state_and_timed_judgements_use_the_problem_tolerance() -> None:
+    final = {"running_mean": torch.full((4,), 10.0)}
+    sp = _size(stateful=True, final=final)
+    near = {"running_mean": torch.full((4,), 10.05)}  # 0.5% off
+    assert judge.judge_state(near, sp, 0.1, 0.0) is None
+    assert "running_mean after the calls" in (judge.judge_state(near, sp, 0.0, 0.0) or "")
+    assert judge.judge_state(near, sp, 0.0, 0.01) is None
+    expected = {3: (torch.full((4,), 10.0),)}
+    assert judge.judge_timed({3: (torch.full((4,), 10.05),)}, expected, sp, 0.1, 0.0, 7) is None
+    wrong = judge.judge_timed({3: (torch.full((4,), 10.05),)}, expected, sp, 0.0, 0.0, 7)
+    assert wrong is not None and wrong.startswith("size n=4: a timed call's output is wrong after 7 correct calls")
+
+
+def test_shares_of_small_reference_work() -> None:
+    assert judge.share_text(1.0, 0.5) == "200%" and judge.share_text(0.0, 0.0) == \
+        "PyTorch compute where the reference does none"
+    assert judge.share_text(123.0, 1.0) == "123x" and judge.share_text(9.99, 1.0) == "999%"
+    assert judge.torch_share(1.0, 0.5) == 2.0 and judge.torch_share(1.0, 0.0) == float("inf")
+    assert judge.torch_share(0.0, 0.0) == 0.0
+
+
+def test_comparison_numbers_for_nan_mismatches_and_two_element_outputs() -> None:
+    e = torch.tensor([float("nan"), 1.0])
+    c = compare_tensor(torch.tensor([0.0, 1.0]), e, FP32, "output")
+    assert c.reason == "output is finite where the reference is NaN" and c.max_rel_err != c.max_rel_err
+    assert describe_mismatch(torch.tensor([5.0, 6.0]), torch.tensor([1.0, 2.0]), FP32) == "every element is wrong"
+    # NaN where the reference is NaN is right, so only the last element is wrong here: no pattern
+    assert describe_mismatch(torch.tensor([float("nan"), 1.0, 9.0]), torch.tensor([float("nan"), 1.0, 2.0]),
+                             FP32) == "elements 2 and beyond are never written? (the first 2 are right)"
+    empty = compare_tensor(torch.empty(0), torch.empty(0), FP32, "output")
+    assert empty.ok and empty.max_abs_err == 0.0 and empty.max_rel_err == 0.0
+
+
+_ABC = ("import torch\nimport torch.nn as nn\na = 10\nb = 10\nc = 10\n"
+        "class Model(nn.Module):\n    def forward(self, x):\n        return x\n"
+        "def get_inputs():\n    return [torch.randn(a, b, c)]\ndef get_init_inputs():\n    return []\n"
+        'SIZES = [{"a": 10, "b": 10, "c": 10}, {"a": 20, "b": 30, "c": 40}]\n')
+
+# Golden traces of the extra-size search (every size it measured, in order) for fixed seeds: the
+# search is random but reproducible, and each step of it (which knobs go beyond, which are shed
+# first, how the last one nears its top, what a refusal does) shows in the trace.
+_GOLDEN = [
+    (3, 2100, False, {"a": 21, "b": 10, "c": 10},
+     [(40, 46, 78), (10, 46, 78), (10, 10, 78), (20, 46, 14), (10, 46, 14), (10, 46, 10), (10, 34, 10),
+      *[(10, 31, 10)] * 7, (19, 18, 41), (10, 18, 41), (10, 10, 41), (23, 12, 39), (23, 12, 10), (23, 10, 10),
+      (21, 10, 10)]),
+    (5, 18000, False, {"a": 26, "b": 11, "c": 19}, [(37, 31, 70), (10, 31, 70), (10, 10, 70), (26, 11, 19)]),
+    (7, 3300, True, {"a": 22, "b": 10, "c": 10},
+     [(33, 51, 44), (10, 51, 44), (10, 10, 44), (10, 10, 78), (22, 10, 10)]),
+]
+
+
+@pytest.mark.parametrize(("seed", "budget", "lean", "expected", "trace"), _GOLDEN)
+def test_extra_size_search_trace(tmp_path, seed, budget, lean, expected, trace) -> None:
+    f = tmp_path / "p.py"
+    f.write_text(_ABC)
+    p = load_problem(f)
+    seen: list[tuple[int, int, int]] = []
+
+    def measure(z: dict) -> tuple[int, int]:
+        seen.append((z["a"], z["b"], z["c"]))
+        if z["a"] == z["b"]:
+            raise ValueError("equal a and b\nsecond line")  # the reference refuses: try another
+        return (z["a"] * z["b"] * z["c"], 0)
+
+    size, note = choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(seed), (budget, 10), measure, lean=lean)
+    assert (size, note, seen) == (expected, "", trace)
+
+
+def test_extra_size_notes_name_the_last_refusal(tmp_path) -> None:
+    f = tmp_path / "p.py"
+    f.write_text(_ABC)
+    p = load_problem(f)
+
+    def refuse(z: dict) -> tuple[int, int]:
+        raise ValueError("no such size\nsecond line")
+
+    size, note = choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(1), (10**9, 10), refuse)
+    assert size is None and note == "no extra size this time: ValueError: no such size"
+
+    def bare(z: dict) -> tuple[int, int]:
+        raise RuntimeError
+
+    assert choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(1), (10**9, 10), bare)[1] == \
+        "no extra size this time: RuntimeError: "
+
+    def long(z: dict) -> tuple[int, int]:
+        raise ValueError("x" * 300)
+
+    note = choose_extra_size(p, p.namespace(p.sizes[0]), random.Random(1), (10**9, 10), long)[1]
+    assert note == "no extra size this time: " + ("ValueError: " + "x" * 300)[:160]
+
+
+class _Pow2Rng:
+    """Always draws 8: every draw a power of two, so _pick falls back to its fixed choices."""
+
+    def randint(self, lo: int, hi: int) -> int:
+        return 8
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return math.log(8)
+
+
+def test_pick_falls_back_to_the_top_then_below_it_then_the_bottom() -> None:
+    rng = _Pow2Rng()
+    assert _pick(rng, 7, 9, uniform=True) == 9 and _pick(rng, 6, 8, uniform=True) == 7
+    assert _pick(rng, 7, 8, uniform=True) == 7 and _pick(rng, 8, 8) == 8 and _pick(rng, 1, 2) == 2
+    assert _pick(rng, 0, 0) == 1  # ranges start at 1
+    assert [_pick(random.Random(s), 3, 1000) for s in range(4)] == [_pick(random.Random(s), 3, 1000) for s in range(4)]

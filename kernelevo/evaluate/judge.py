@@ -79,7 +79,7 @@ def judge_call(
         return Judged(None, "", c.max_abs_err, c.max_rel_err)
     detail = c.reason
     if planned.kind not in STRESS_KINDS and len(out.outputs) == len(planned.expected):
-        for a, e in zip(out.outputs, planned.expected, strict=True):
+        for a, e in zip(out.outputs, planned.expected):  # noqa: B905 - the lengths are equal here
             pattern = describe_mismatch(a, e, Tolerance.for_dtype(e.dtype, atol, rtol))
             if pattern:
                 detail = f"{pattern}; {c.reason}"
@@ -110,7 +110,7 @@ def judge_recheck(first: dict[int, tuple[torch.Tensor, ...]], now: dict[int, tup
         after = now.get(i)
         if after is None or len(after) != len(before):
             return f"size {label}: call {i}'s output is gone after later calls"
-        for a, b in zip(after, before, strict=True):
+        for a, b in zip(after, before):  # noqa: B905 - the lengths are equal here
             if a.shape != b.shape or a.dtype != b.dtype or not torch.equal(
                     torch.nan_to_num(a.double(), nan=1.5e300) if a.is_floating_point() else a,
                     torch.nan_to_num(b.double(), nan=1.5e300) if b.is_floating_point() else b):
