@@ -166,3 +166,7 @@ def test_compile_baseline_times_the_compiled_reference_too(evaluators) -> None:
     expected = (r.sizes[0].compiled_speedup * r.sizes[1].compiled_speedup) ** 0.5
     assert r.speedup_compiled == pytest.approx(expected, rel=1e-3)
     assert all(s.blocks == 3 for s in r.sizes)  # three CPU reps: one per block
+    compiles = ev.baseline_compiles
+    assert compiles >= len(r.sizes)  # compiled in this run, once per size (earlier tests may share it)
+    again = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
+    assert again.ok and again.speedup_compiled and ev.baseline_compiles == compiles  # reused, not recompiled

@@ -624,3 +624,30 @@ def test_fresh_memory_is_nan_in_checked_calls_and_switching_that_off_is_refused(
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     assert state.violation() is None
+
+
+def test_nothing_the_worker_runs_after_hiding_the_judge_imports_it() -> None:
+    """``hide_judge`` drops kernelevo from ``sys.modules`` and refuses importing it again, so a
+    function-level ``from kernelevo ...`` in code a candidate's worker runs later (the GPU timing
+    path, device facts) would be refused and blamed on the candidate. Only code that runs before
+    the candidate's import may import lazily."""
+    import ast
+
+    from tests.conftest import ROOT
+
+    before_import = {("evaluate/worker.py", "_clock")}
+    modules = ["evaluate/worker.py", "evaluate/launches.py", "evaluate/cuda_clock.py", "evaluate/confine.py",
+               "evaluate/timing.py", "evaluate/poison.py", "evaluate/interpreter.py", "evaluate/landlock.py",
+               "evaluate/protocol.py", "profile/gpu.py", "profile/triton_meta.py", "problem.py", "reference.py",
+               "work.py", "candidate.py"]
+    lazy = []
+    for rel in modules:
+        tree = ast.parse((ROOT / "kernelevo" / rel).read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) or (rel, fn.name) in before_import:
+                continue
+            for node in ast.walk(fn):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                lazy += [f"{rel}:{fn.name} imports {n}" for n in names if n.split(".")[0] == "kernelevo"]
+    assert lazy == []

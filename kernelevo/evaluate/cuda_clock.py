@@ -14,13 +14,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
+from kernelevo.evaluate.launches import kernel_trace
 from kernelevo.evaluate.timing import _EVENT, _SYNC, FLUSH_KERNEL, MARK_KERNEL, Kernel
+from kernelevo.profile.gpu import nvml_sample
 
 _PERSISTING_L2_LIMIT = 0x06  # cudaLimitPersistingL2CacheSize
 
@@ -101,15 +104,9 @@ class CudaClock:
 
     @contextlib.contextmanager
     def trace(self) -> Iterator[list[Kernel]]:
-        from kernelevo.evaluate.launches import kernel_trace
-
         with kernel_trace() as kernels:
             yield kernels
 
     def sample(self) -> Any:
-        from dataclasses import asdict
-
-        from kernelevo.profile.gpu import nvml_sample
-
         s = nvml_sample(self._device)
         return None if s is None else asdict(s)

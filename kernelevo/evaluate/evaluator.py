@@ -131,6 +131,7 @@ class Evaluator:
         self.calibration = None
         self._notes: list[str] = []  # said once per run
         self._eval_notes: list[str] = []  # the current evaluation's notes
+        self.baseline_compiles = 0  # torch.compile of the reference: once per size for the whole run
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
             from kernelevo.profile.calibrate import ensure
@@ -371,6 +372,7 @@ class Evaluator:
             cand_ms.append(cand.ms)
             ref_ms.append(base.ms)
             kernel_ms += cand.kernel_ms
+            self.baseline_compiles += bool(base.extra.get("compiled_now"))
             compiled = base.extra.get("compiled_ms")
             if isinstance(compiled, list) and compiled:
                 comp_ms.append(tuple(compiled))

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from kernelevo.evaluate.timing import FLUSH_KERNEL, MARK_KERNEL, Kernel
+from kernelevo.evaluate.timing import FLUSH_KERNEL, MARK_KERNEL, Kernel, synchronize
 
 HARNESS_KERNELS = frozenset({FLUSH_KERNEL, MARK_KERNEL})
 
@@ -198,8 +198,6 @@ def kernel_trace() -> Iterator[list[Kernel]]:
     device time and start (microseconds)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-
-    from kernelevo.evaluate.timing import synchronize
 
     trace: list[Kernel] = []
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

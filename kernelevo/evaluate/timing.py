@@ -31,6 +31,8 @@ from typing import Any, NamedTuple, Protocol
 
 import torch
 
+from kernelevo.profile.gpu import merge_samples
+
 # Captured at import, before any candidate exists in the process: the worker's clocks.
 clock_ns: Callable[[], int] = time.perf_counter_ns
 _SYNC = torch.cuda.synchronize
@@ -240,8 +242,6 @@ def disagreement_note(label: str, event_ms: float, kernel_ms: float) -> str:
 def merge_extras(blocks: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Device facts of several timing blocks of one side as one: the first block's kernel
     metadata, NVML over all blocks."""
-    from kernelevo.profile.gpu import merge_samples
-
     if not blocks:
         return {}
     out = dict(blocks[0])

@@ -29,6 +29,8 @@ from kernelevo.evaluate import confine, interpreter, landlock, launches, poison
 from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.timing import Clock, Samples, synchronize, time_cpu, time_device
 from kernelevo.problem import flatten_outputs, load_problem
+from kernelevo.profile.gpu import merge_samples
+from kernelevo.profile.triton_meta import compiled_kernels, cupy_kernels
 from kernelevo.reference import fp32_precision
 
 CANDIDATE_FILE = "candidate.py"
@@ -140,6 +142,7 @@ class _Model:
         self.kept: dict[int, Any] = {}
         self.models: dict[Any, Any] = {}  # reference worker: one per size, reused across evaluations
         self.clock: Clock | None = None  # the GPU's timing side (built before the candidate's import)
+        self.compiled_now = False  # reference worker: the last block compiled the torch.compile baseline
 
     # -- steps ------------------------------------------------------------------------------
     def construct(self, msg: P.Construct) -> None:
@@ -248,6 +251,7 @@ class _Model:
         extra = self._device_facts(s) if self.device == "cuda" else {}
         if self.meter is None and t.get("compile_baseline"):
             extra["compiled_ms"] = self._compiled(msg, stage, before)
+            extra["compiled_now"] = self.compiled_now
         return P.Timed(s.ms, (self.counter() - before_n) if self.counter else 0, s.graph, extra, spent[0],
                        poisoned[0], tuple(sorted(ops)), foreign, share, s.kernel_ms)
 
@@ -294,9 +298,6 @@ class _Model:
     def _device_facts(self, s: Samples) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from kernelevo.profile.gpu import merge_samples
-        from kernelevo.profile.triton_meta import compiled_kernels, cupy_kernels
-
         facts: dict[str, Any] = {"nvml": merge_samples(s.nvml),
                                  "persisting_l2": bool(self.clock and self.clock.persisting_seen)}
         if self.counter is not None:
@@ -313,8 +314,9 @@ class _Model:
         """The reference under torch.compile, compiled once per size in this (reference) worker,
         which lives for the whole run: no candidate's time limit pays for the compile."""
         key = ("compiled", id(self.model))
+        self.compiled_now = key not in self.models
         try:
-            if key not in self.models:
+            if self.compiled_now:
                 import torch._dynamo.config as dynamo_config
                 import torch._inductor.config as inductor_config
 
@@ -328,11 +330,12 @@ class _Model:
                     return compiled(*args)
 
             t = self.setup.timing
+            warmup = max(msg.warmup, 1) if self.compiled_now else msg.warmup  # the first call compiles
             if self.device == "cuda":
                 assert self.clock is not None
-                s = time_device(fn, stage, before, len(msg.draws), msg.warmup, self.clock, t["gpu_max_time_s"])
+                s = time_device(fn, stage, before, len(msg.draws), warmup, self.clock, t["gpu_max_time_s"])
             else:
-                s = time_cpu(fn, lambda i: (before(i), stage(i))[1], len(msg.draws), msg.warmup)
+                s = time_cpu(fn, lambda i: (before(i), stage(i))[1], len(msg.draws), warmup)
             return list(s.ms)
         except Exception as e:  # the baseline failing to compile is not the candidate's fault
             return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
@@ -374,7 +377,7 @@ def _confine(job_dir: Path, candidate: str, device: str, refusals: list[str], ho
 def _clock(setup: P.Setup) -> Clock | None:
     if setup.device != "cuda":
         return None
-    from kernelevo.evaluate.cuda_clock import CudaClock
+    from kernelevo.evaluate.cuda_clock import CudaClock  # Triton kernels: only where CUDA is
 
     return CudaClock(int(setup.timing["l2_bytes"]), torch.cuda.current_device())
 
