@@ -651,3 +651,43 @@ def test_nothing_the_worker_runs_after_hiding_the_judge_imports_it() -> None:
                     [a.name for a in node.names] if isinstance(node, ast.Import) else []
                 lazy += [f"{rel}:{fn.name} imports {n}" for n in names if n.split(".")[0] == "kernelevo"]
     assert lazy == []
+
+
+_WIDE = ("import torch\nimport torch.nn as nn\nbatch = 4\nwidth = 8\n"
+         "class Model(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+         "def get_inputs():\n    return [torch.randn(batch, width)]\ndef get_init_inputs():\n    return []\n"
+         'SIZES = [{"batch": 1024, "width": 4096}, {"batch": 4096, "width": 8192}]\n'
+         'CPU_SIZES = [{"batch": 3, "width": 40}, {"batch": 5, "width": 72}]\n')
+
+
+def test_cpu_extra_sizes_go_beyond_the_gpu_sizes_lean_and_within_the_cpu_budget(tmp_path: Path) -> None:
+    """Golden extra sizes for three seeds: beyond the largest declared width (GPU sizes included),
+    the other dimension at its smallest CPU value (the interpreter pays per program)."""
+    from kernelevo.evaluate.plan import CPU_EXTRA_BLOCKS, CPU_EXTRA_BYTES, size_cost
+
+    f = tmp_path / "wide.py"
+    f.write_text(_WIDE)
+    p = load_problem(f)
+    ref = build_reference(p, "cpu")
+    got = {}
+    for seed in (1, 2, 3):
+        plan = make_plan(ref, seed, 0.25, 3.0)
+        (extra,) = [sp for sp in plan.sizes if sp.extra]
+        assert plan.notes == () and extra.init_inputs == () and extra.label == p.label(extra.size)
+        cost = size_cost(p, extra.size)
+        assert cost[0] <= CPU_EXTRA_BYTES and cost[1] <= CPU_EXTRA_BLOCKS
+        got[seed] = extra.size
+    assert got == {1: {"batch": 3, "width": 8526}, 2: {"batch": 3, "width": 10842}, 3: {"batch": 3, "width": 10237}}
+
+
+def test_a_reference_failing_only_at_the_extra_size_is_a_note(tmp_path: Path) -> None:
+    src = _WIDE.replace("        return x * 2", "        if x.device.type != 'meta' and x.shape[-1] > 8192:\n"
+                        "            raise ValueError('too wide')\n        return x * 2")
+    f = tmp_path / "wide.py"
+    f.write_text(src)
+    plan = make_plan(build_reference(load_problem(f), "cpu"), 1, 0.25, 3.0)
+    assert plan.notes == ("no extra size: the reference failed at batch=3, width=8526 (ValueError)",)
+    assert [sp.extra for sp in plan.sizes] == [False, False]
+    layer = load_problem(PROBLEMS / "layernorm_small.py")
+    sp = make_plan(build_reference(layer, "cpu"), 1, 0.25, 3.0).sizes[0]
+    assert sp.init_inputs == tuple(layer.namespace(sp.size).get_init_inputs())  # what ModelNew is built with

@@ -986,6 +986,20 @@ def test_extra_size_knob_rules(tmp_path) -> None:
                        '"nope": 5, "batch2": "x"}\n')
     p = load_problem(bounded)
     assert extra_size_knobs(p, p.namespace(p.sizes[0])) == {"width": (40, 40, 100)}
+    for bound, top in ((5, 2), (4, 2), (3, 1), (2, 1)):  # beyond half the bound, up to the bound
+        b = tmp_path / f"b{bound}.py"
+        b.write_text(src + f'SIZES = [{{"batch": 8, "width": 40}}]\nEXTRA_SIZE = {{"width": {bound}}}\n')
+        q = load_problem(b)
+        assert extra_size_knobs(q, q.namespace(q.sizes[0])) == {"width": (40, 40, top)}
+    edge = tmp_path / "edge.py"  # a single-size problem: its globals of 8 and up are dimensions
+    edge.write_text(src.replace("small = 4", "small = 7\neight = 8"))
+    q = load_problem(edge)
+    assert set(extra_size_knobs(q, q.namespace({}))) == {"batch", "width", "eight"}
+    modes = tmp_path / "modes.py"  # a string-valued size global is not a dimension
+    modes.write_text(src.replace("small = 4", "mode = 'fast'") + 'SIZES = [{"batch": 8, "mode": "fast"}, '
+                     '{"batch": 16, "mode": "slow"}]\n')
+    q = load_problem(modes)
+    assert extra_size_knobs(q, q.namespace(q.sizes[0])) == {"batch": (8, 16, 16)}
 
 
 def test_extra_size_budget_steps(tmp_path) -> None:
