@@ -483,10 +483,18 @@ def test_gpu_launch_paths_on_a_cpu(tmp_path: Path, triton_patches) -> None:
         JITFunction(theirs._gpu_kernel)
         assert counter.names == {"_gpu_kernel"} and isinstance(counter.jit["_gpu_kernel"], JITFunction)
         assert counter.jit["_gpu_kernel"].fn is mine._gpu_kernel
-        counter.on_launch({"name": "_gpu_kernel"})
-        counter.on_launch({"name": "_other"})
+        from triton.compiler.compiler import LazyDict
+
+        def never(*args: object) -> dict:
+            raise AssertionError("the kernel's launch_metadata callback must not run in our hook")
+
+        lazy = LazyDict({"name": "_gpu_kernel", "grid": (1, 1, 1)})
+        lazy.add(never, ())
+        counter.on_launch(lazy)  # what Triton passes
+        counter.on_launch(LazyDict({"name": "_other"}))
+        counter.on_launch({"name": "_gpu_kernel"})  # older Triton: a plain dict
         counter.on_launch(None)
-        assert counter() == 1
+        assert counter() == 2
         import triton
 
         chain = triton.knobs.runtime.launch_enter_hook
@@ -494,7 +502,7 @@ def test_gpu_launch_paths_on_a_cpu(tmp_path: Path, triton_patches) -> None:
             assert counter.on_launch not in chain.calls
             counted = counter.count_traced([Kernel("_gpu_kernel", 5.0), Kernel("_other", 1.0),
                                             Kernel("void at::native::fill(float*)", 1.0), Kernel("_gpu_kernel", 5.0)])
-        assert counter.on_launch in chain.calls and counted == 2 and counter() == 3
+        assert counter.on_launch in chain.calls and counted == 2 and counter() == 4
     finally:
         import triton
 

@@ -242,7 +242,8 @@ def test_foreign_kernels_are_those_neither_the_candidate_nor_pytorch_wrote() -> 
              Kernel("void at::native::vectorized_elementwise_kernel<4, FillFunctor>(int)", 2.0),
              Kernel("cupy_exp__float32_float32", 24.0), Kernel("sm90_xmma_gemm_f32f32_tf32f32", 12.0),
              Kernel("void cupy_exp__float32_float32()", 0.0), Kernel("void add_one(float*)", 0.0),
-             Kernel("_kernelevo_l2_flush_kernel", 50.0), Kernel("_kernelevo_mark_kernel", 1.0)]  # ours: not counted
+             Kernel("_kernelevo_l2_flush_kernel", 50.0), Kernel("_kernelevo_mark_kernel", 1.0),  # ours
+             Kernel("Memcpy DtoD (Device -> Device)", 30.0), Kernel("Memset (Device)", 5.0)]  # data movement
     names, share = foreign_kernels(trace, {"_softmax_kernel", "add_one"})
     assert names[:2] == ("cupy_exp__float32_float32", "sm90_xmma_gemm_f32f32_tf32f32")
     assert "void add_one(float*)" not in names and share == pytest.approx(36.0 / 48.0)

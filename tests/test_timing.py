@@ -230,3 +230,22 @@ def test_the_reference_blocks_do_not_count_against_the_candidates_time_limit(mon
         r = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
     assert r.ok, r.reason
     assert r.elapsed_s > 8.0  # 2 sizes x 3 blocks x 2.5 s of reference: far past the candidate's own limit
+
+
+def test_persisting_l2_calls_are_resolved_up_front() -> None:
+    """A CUDA runtime without the calls (or none at all) is found out when the clock is built, not
+    inside a candidate's timing."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from kernelevo.evaluate.cuda_clock import _persisting_l2_calls
+
+    def fn() -> int:
+        return 0
+
+    rt = SimpleNamespace(cudaDeviceGetLimit=fn, cudaCtxResetPersistingL2Cache=lambda: 0, cudaDeviceSetLimit=fn)
+    calls = _persisting_l2_calls(rt)
+    assert calls is not None and calls[0] is fn and calls[0].argtypes[1] is ctypes.c_int
+    assert calls[2].argtypes == [ctypes.c_int, ctypes.c_size_t]
+    assert _persisting_l2_calls(None) is None
+    assert _persisting_l2_calls(SimpleNamespace(cudaDeviceGetLimit=fn)) is None

@@ -62,6 +62,21 @@ def _cudart() -> Any:
     return None
 
 
+def _persisting_l2_calls(rt: Any) -> tuple[Any, Any, Any] | None:
+    """cudaDeviceGetLimit, cudaCtxResetPersistingL2Cache and cudaDeviceSetLimit, resolved now (a
+    missing symbol must not surface later, inside a candidate's timing)."""
+    if rt is None:
+        return None
+    try:
+        get, reset, set_ = rt.cudaDeviceGetLimit, rt.cudaCtxResetPersistingL2Cache, rt.cudaDeviceSetLimit
+    except AttributeError:
+        return None
+    get.argtypes, get.restype = [ctypes.POINTER(ctypes.c_size_t), ctypes.c_int], ctypes.c_int
+    set_.argtypes, set_.restype = [ctypes.c_int, ctypes.c_size_t], ctypes.c_int
+    reset.argtypes, reset.restype = [], ctypes.c_int
+    return get, reset, set_
+
+
 class CudaClock:
     """Events, flush, markers, the kernel trace and NVML for one device. Built before the
     candidate is imported (it resolves the CUDA runtime through ctypes, which candidates
@@ -73,11 +88,23 @@ class CudaClock:
         self._mark = torch.empty(1, dtype=torch.int32, device="cuda")
         self._n = words
         self._device = device_index
-        self._rt = _cudart()
+        self._limits = _persisting_l2_calls(_cudart())
         self.persisting_seen = False  # the process set aside persisting L2 at some point
-        self.flush()  # compiled now, not in the first timed call's gap
-        self.mark()
-        _SYNC()
+        self.notes: list[str] = []
+        if self._limits is None:
+            self.notes.append("persisting L2 could not be checked (no CUDA runtime found through ctypes)")
+        # Before the candidate exists: the flush and marker compiled, CUPTI and NVML started (the
+        # profiler's first start imports torch internals; NVML's first sample loads its library),
+        # so nothing of that lands in a timed block. The markers must show in the trace, or no
+        # per-call kernel time can be claimed.
+        with kernel_trace() as warm:
+            self.flush()
+            self.mark()
+        names = {k.name for k in warm}
+        self.windows = FLUSH_KERNEL in names and MARK_KERNEL in names
+        if not self.windows:
+            self.notes.append("the profiler did not see the timing markers: no per-call kernel time")
+        self.sample()
 
     def event(self) -> Any:
         return _EVENT(enable_timing=True)
@@ -86,13 +113,14 @@ class CudaClock:
         _SYNC()
 
     def _drop_persisting_l2(self) -> None:
-        if self._rt is None:
+        if self._limits is None:
             return
+        get, reset, set_ = self._limits
         size = ctypes.c_size_t(0)
-        if self._rt.cudaDeviceGetLimit(ctypes.byref(size), _PERSISTING_L2_LIMIT) == 0 and size.value > 0:
+        if get(ctypes.byref(size), _PERSISTING_L2_LIMIT) == 0 and size.value > 0:
             self.persisting_seen = True
-            self._rt.cudaCtxResetPersistingL2Cache()
-            self._rt.cudaDeviceSetLimit(_PERSISTING_L2_LIMIT, ctypes.c_size_t(0))
+            reset()
+            set_(_PERSISTING_L2_LIMIT, ctypes.c_size_t(0))
 
     def flush(self) -> None:
         self._drop_persisting_l2()

@@ -22,6 +22,9 @@ from typing import Any
 from kernelevo.evaluate.timing import FLUSH_KERNEL, MARK_KERNEL, Kernel, synchronize
 
 HARNESS_KERNELS = frozenset({FLUSH_KERNEL, MARK_KERNEL})
+# The profiler reports copies and fills ("Memcpy DtoD (Device -> Device)", "Memset (Device)") as
+# device events too: data movement (state restores, clones), not compute anyone wrote.
+_COPIES = ("Memcpy", "Memset")
 
 
 class LaunchCounter:
@@ -40,8 +43,11 @@ class LaunchCounter:
         return self.n
 
     def on_launch(self, metadata: Any) -> None:
-        """Triton's launch hook: counts the launch when the kernel is one of the candidate's."""
-        if metadata is not None and metadata.get("name") in self.names:
+        """Triton's launch hook: counts the launch when the kernel is one of the candidate's. Triton
+        passes a ``LazyDict`` whose ``get()`` takes no key and would run the kernel's own
+        ``launch_metadata`` callback; its eager ``data`` already holds the name."""
+        data = getattr(metadata, "data", metadata)
+        if isinstance(data, dict) and data.get("name") in self.names:
             self.n += 1
 
     def count_traced(self, trace: Sequence[Kernel]) -> int:
@@ -181,7 +187,7 @@ def foreign_kernels(trace: Sequence[Kernel], own: set[str]) -> tuple[tuple[str, 
     """Kernels in ``trace`` neither the candidate (``own``, exact base names) nor PyTorch (nor the
     timing loop's flush and markers) wrote, most time first, and their share of the traced
     device time."""
-    trace = [k for k in trace if k.name not in HARNESS_KERNELS]
+    trace = [k for k in trace if k.name not in HARNESS_KERNELS and not k.name.startswith(_COPIES)]
     total = sum(k.us for k in trace)
     foreign: dict[str, float] = {}
     for name, t, *_ in trace:

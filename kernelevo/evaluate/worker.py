@@ -181,9 +181,17 @@ class _Model:
         args = to_device(list(msg.inputs), self.device)
         before = self.counter() if self.counter else 0
         self._begin(self.budget)
-        with launches.pin(self.counter, msg.pin) if self.counter else _null() as used, self._traced() as trace:
-            out = self._guarded(lambda: self._checked_forward(*args), f"call {msg.id}")
-        synchronize() if self.device == "cuda" else None
+        def traced() -> tuple[Any, list[Any]]:
+            # The sync and the profiler's exit are where a kernel's fault surfaces on a GPU: inside
+            # _guarded, so it is the candidate's runtime error, not a crash of the worker.
+            with self._traced() as trace:
+                out = self._checked_forward(*args)
+                if self.device == "cuda":
+                    synchronize()
+            return out, trace
+
+        with launches.pin(self.counter, msg.pin) if self.counter else _null() as used:
+            out, trace = self._guarded(traced, f"call {msg.id}")
         flat = self._check_outputs(out, args, f"call {msg.id}")
         self.kept[msg.id] = flat
         self._violation(f"call {msg.id}")
@@ -374,7 +382,7 @@ def _confine(job_dir: Path, candidate: str, device: str, refusals: list[str], ho
     return note
 
 
-def _clock(setup: P.Setup) -> Clock | None:
+def _clock(setup: P.Setup) -> Any:
     if setup.device != "cuda":
         return None
     from kernelevo.evaluate.cuda_clock import CudaClock  # Triton kernels: only where CUDA is
@@ -403,6 +411,7 @@ def serve(sock: socket.socket, key: bytes, job_dir: Path, role: str, pois: poiso
             host_reads: list[str] = []
             clock = _clock(setup)  # ctypes and CUDA set up by the harness, before any candidate code
             note = _confine(job_dir, candidate, setup.device, refusals, host_reads)
+            note = "; ".join(n for n in (note, *(clock.notes if clock else ())) if n)
             source = Path(candidate).read_text()
             if setup.device == "cuda" and detect_language(source) == "cuda":
                 counter = launches.ProfiledLaunchCounter(candidate, launches.cuda_kernel_names(source))

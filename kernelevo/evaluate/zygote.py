@@ -78,6 +78,12 @@ def main() -> None:
         torch.relu(torch.ones(2)).sum()
     import torch.utils.flop_counter  # noqa: F401
 
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        # Starting torch.profiler imports Inductor (and Dynamo, which replaces torch.manual_seed):
+        # in a candidate's worker that would read as the candidate patching torch. Import them here.
+        import torch._dynamo  # noqa: F401
+        import torch._inductor  # noqa: F401
+
     pois = poison.install()  # every child starts poisoned; reference workers take it out
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when we stop

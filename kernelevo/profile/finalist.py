@@ -3,9 +3,9 @@ into timings (ncu locks clocks and flushes caches, so its durations explain, the
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-import re
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -50,9 +50,23 @@ with torch.no_grad():
 """
 
 
+def _jit_decorated(fn: ast.FunctionDef) -> bool:
+    """``@triton.jit``, ``@jit``, ``@triton.jit(...)`` over any lines (autotune/heuristics above it or not)."""
+    for d in fn.decorator_list:
+        target = d.func if isinstance(d, ast.Call) else d
+        name = target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else ""
+        if name == "jit":
+            return True
+    return False
+
+
 def own_kernel_names(source: str) -> set[str]:
     """The kernel names the candidate defines (Triton functions, CUDA __global__s, CuPy kernels)."""
-    names = set(re.findall(r"@triton\.jit[^\n]*\n(?:@[^\n]*\n)*def\s+(\w+)", source))
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        tree = ast.Module(body=[], type_ignores=[])
+    names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and _jit_decorated(n)}
     return names | cuda_kernel_names(source)
 
 

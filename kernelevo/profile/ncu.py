@@ -50,7 +50,7 @@ def metrics_for(major: int | None) -> tuple[str, ...]:
 
 def exact_names(names: set[str] | list[str]) -> str:
     """An anchored regex matching exactly these function names (ncu matches a regex anywhere in the name)."""
-    return "^(?:" + "|".join(re.escape(n) for n in sorted(names)) + ")$"
+    return "^(" + "|".join(re.escape(n) for n in sorted(names)) + ")$"
 _FALLBACK_DIRS: tuple[str, ...] = ("/usr/local/cuda/bin", "/opt/nvidia/nsight-compute")
 # Units ncu may print (``--print-units base`` avoids most); values are converted to ns and bytes.
 _SCALE = {"nsecond": 1.0, "usecond": 1e3, "msecond": 1e6, "second": 1e9, "byte": 1.0, "Kbyte": 1e3,
