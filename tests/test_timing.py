@@ -243,7 +243,10 @@ def test_persisting_l2_calls_are_resolved_up_front() -> None:
     def fn() -> int:
         return 0
 
-    rt = SimpleNamespace(cudaDeviceGetLimit=fn, cudaCtxResetPersistingL2Cache=lambda: 0, cudaDeviceSetLimit=fn)
+    def set_limit() -> int:
+        return 0
+
+    rt = SimpleNamespace(cudaDeviceGetLimit=fn, cudaCtxResetPersistingL2Cache=lambda: 0, cudaDeviceSetLimit=set_limit)
     calls = _persisting_l2_calls(rt)
     assert calls is not None and calls[0] is fn and calls[0].argtypes[1] is ctypes.c_int
     assert calls[2].argtypes == [ctypes.c_int, ctypes.c_size_t]
