@@ -6,8 +6,9 @@ the mutants itself: one parent imports torch, the judge and the test modules onc
 a child per mutant that runs that function's tests with ``-x`` (mutmut's own runner stalled
 on this suite: a test that installs an audit hook in its process leaves it in every later
 fork, and its children never reported back). A mutant is killed when a test fails, survives
-when they all pass, and times out past ``--timeout`` seconds (counted as killed, as mutmut
-counts it: the change hung the tests).
+when they all pass, and times out past ``--timeout`` seconds or crashes (the tests' process
+died before reporting, e.g. a mutated audit hook raising on every event): both are counted as
+killed, as mutmut counts them (the tests did not pass), and shown apart.
 
 Prints killed/total per module and overall; the score is recorded in BENCHMARKS.md. Not part
 of CI: a full run takes about an hour on two cores. ``--prior DIR`` reuses a previous run's
@@ -177,25 +178,26 @@ def main() -> None:
         # A kill stands while the mutated function's source is unchanged (tests only grow).
         before = function_hashes(prior / "mutants", args.modules)
         done = json.loads((prior / "results.json").read_text())
-        results.update({n: r for n, r in done.items() if r in ("killed", "timeout")
+        results.update({n: r for n, r in done.items() if r in ("killed", "timeout", "crashed")
                         and hashes.get(f := _function(n)) is not None and hashes.get(f) == before.get(f)})
     todo = [n for m in args.modules for n in names[m] if n not in results]
     print(f"{sum(map(len, names.values()))} mutants, {len(todo)} to run", flush=True)
     run_all(mutants, todo, args.jobs, args.timeout, results, work / "results.json")
 
-    print("| module | killed | survived | other | score |")
-    print("|---|---|---|---|---|")
+    print("| module | killed | of which timeout / crashed | survived | other | score |")
+    print("|---|---|---|---|---|---|")
     total: Counter[str] = Counter()
     for mod in args.modules:
         c = Counter(results.get(n, "not run") for n in names[mod])
-        c["killed"] += c.pop("timeout", 0)
         total += c
+        killed = c["killed"] + c["timeout"] + c["crashed"]
         n = sum(c.values())
-        print(f"| {mod} | {c['killed']} | {c['survived']} | {n - c['killed'] - c['survived']} | "
-              f"{c['killed'] / max(n, 1):.0%} |")
+        print(f"| {mod} | {killed} | {c['timeout']} / {c['crashed']} | {c['survived']} | "
+              f"{n - killed - c['survived']} | {killed / max(n, 1):.0%} |")
     n = sum(total.values())
-    print(f"| **all** | {total['killed']} | {total['survived']} | {n - total['killed'] - total['survived']} | "
-          f"{total['killed'] / max(n, 1):.1%} |")
+    killed = total["killed"] + total["timeout"] + total["crashed"]
+    print(f"| **all** | {killed} | {total['timeout']} / {total['crashed']} | {total['survived']} | "
+          f"{n - killed - total['survived']} | {killed / max(n, 1):.1%} |")
     survivors = sorted(k for k, v in results.items() if v == "survived")
     (work / "survivors.txt").write_text("\n".join(survivors) + "\n")
     print(f"\nstatuses: {dict(total)}; survivors listed in {work / 'survivors.txt'}")
