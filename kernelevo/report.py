@@ -50,7 +50,7 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
             console.print(f"  {ev.reason}", markup=False, highlight=False)
         if ev.sizes:
             table = Table(box=None, padding=(0, 2), show_edge=False)
-            for col in ("size", "abs err", "rel err", "latency", "spread", "ref", "launches"):
+            for col in ("size", "abs err", "rel err", "latency", "spread", "ref", "speedup", "launches"):
                 table.add_column(col, justify="left" if col == "size" else "right")
             for s in ev.sizes:
                 table.add_row(
@@ -60,6 +60,7 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
                     _ms(s.latency_ms),
                     "-" if s.latency_spread is None else f"{s.latency_spread:.1%}",
                     _ms(s.reference_ms),
+                    "-" if not s.speedup else f"{s.speedup:.3g}x",
                     "-" if s.launches is None else str(s.launches),
                 )
             console.print(table)
