@@ -296,6 +296,7 @@ def triton_patches():
 
     saved = [(JITFunction, "__init__"), (interp.InterpretedFunction, "__init__"), (interp.InterpretedFunction, "run"),
              (Autotuner, "__init__"), (Autotuner, "prune_configs"), (interp, "_implicit_cvt"),
+             (interp, "_patch_lang_tensor"),
              (interp.InterpreterBuilder, "create_dot")]
     values = [(obj, name, getattr(obj, name)) for obj, name in saved]
     import triton.language.extra.cuda.libdevice as cuda_ld
@@ -699,3 +700,42 @@ def test_a_reference_failing_only_at_the_extra_size_is_a_note(tmp_path: Path) ->
     layer = load_problem(PROBLEMS / "layernorm_small.py")
     sp = make_plan(build_reference(layer, "cpu"), 1, 0.25, 3.0).sizes[0]
     assert sp.init_inputs == tuple(layer.namespace(sp.size).get_init_inputs())  # what ModelNew is built with
+
+
+def test_one_element_arrays_index_under_any_numpy(triton_patches) -> None:
+    """Triton 3.6's interpreter does ``int(handle.data)`` on a one-element array, which NumPy 2.4
+    refuses; the fix takes the element. Applied twice, it wraps once."""
+    import operator
+    from types import SimpleNamespace
+
+    import numpy as np
+    from triton.runtime import interpreter as interp
+
+    def old_patch(tensor: type, scope: object) -> None:  # what Triton 3.6 installs
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data))
+        scope.set_attr(tensor, "__bool__", lambda self: True)
+
+    interp._patch_lang_tensor = old_patch
+    interpreter.fix_numpy_scalars()
+    once = interp._patch_lang_tensor
+    interpreter.fix_numpy_scalars()
+    assert interp._patch_lang_tensor is once and once is not old_patch
+
+    class Scope:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def set_attr(self, obj: type, name: str, value: object) -> None:
+            self.names.append(name)
+            setattr(obj, name, value)
+
+    class T:
+        pass
+
+    scope = Scope()
+    interp._patch_lang_tensor(T, scope)
+    t = T()
+    for data in (np.array([7]), np.array(7), np.array([[5]], dtype=np.int32)):
+        t.handle = SimpleNamespace(data=data)
+        assert operator.index(t) in (7, 5) and type(operator.index(t)) is int
+    assert scope.names == ["__index__", "__bool__", "__index__"]  # Triton's own patches kept, then ours
