@@ -56,7 +56,7 @@ def prepare(work: Path, modules: list[str]) -> None:
         f"source_paths={sources}\n"
         "pytest_add_cli_args_test_selection=" + "\n    ".join(TESTS) + "\n"
         "pytest_add_cli_args=-p no:cacheprovider -q -x\n"
-        "also_copy=kernelevo\n    kernels\n    tests\n"
+        "also_copy=kernelevo\n    kernels\n    tests\n    scripts\n"
     )
     # mutmut generates, collects its test map, then runs mutants: stop it once the map exists.
     proc = subprocess.Popen([sys.executable, "-m", "mutmut", "run"], cwd=work, stdout=subprocess.PIPE,
