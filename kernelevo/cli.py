@@ -14,12 +14,16 @@ from kernelevo.settings import Settings, SettingsError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+EXIT_BAD_INPUT = 2  # bad input, or a model that cannot work at all (preflight)
+EXIT_MODELS_FAILED = 3  # the run stopped because its models kept failing mid-run
+
+
 def _fail(message: str, debug: bool) -> None:
     """Report bad input in one line and exit 2; with --debug, re-raise the cause instead."""
     if debug and sys.exc_info()[1] is not None:
         raise sys.exc_info()[1]
     typer.echo(f"kernelevo: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _default_device() -> str:
@@ -202,6 +206,10 @@ def optimize(
     from kernelevo.report import print_summary
 
     print_summary(summary)
+    if summary.models_failed:
+        typer.echo("kernelevo: the run stopped because its models kept failing: check the key, the model name "
+                   "and --api-base (the run resumes with the same --db)", err=True)
+        raise typer.Exit(EXIT_MODELS_FAILED)
 
 
 @app.command()

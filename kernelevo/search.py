@@ -57,6 +57,7 @@ class Summary:
     evaluator_idle: float  # fraction of this invocation's wall time with no evaluation running
     controller_ms: float  # controller CPU time per proposal (planning, prompts, recording, archive)
     proposals: int  # proposals made in this invocation
+    models_failed: bool = False  # the run stopped because its models could not be called
 
 
 def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -230,6 +231,7 @@ class Search:
         evaluating: tuple[StoredCandidate, Future[Evaluation], float] | None = None
         busy_s = 0.0
         stop: str | None = None
+        models_failed = False
         exhausted = False
         failed_calls = 0
         while True:
@@ -272,9 +274,11 @@ class Search:
                 prop = fut.result()
                 if prop.fatal:
                     stop = stop or f"model error: {prop.fatal}"
+                    models_failed = True
                 failed_calls = failed_calls + 1 if prop.call and prop.call.error else 0
-                if failed_calls >= MAX_FAILED_CALLS:
-                    stop = stop or f"{failed_calls} model calls in a row failed; last: {prop.call.error}"
+                if failed_calls >= MAX_FAILED_CALLS and stop is None:
+                    stop = f"{failed_calls} model calls in a row failed; last: {prop.call.error}"
+                    models_failed = True
                 c = self._record_proposal(prop)
                 if c is not None and c.status == "pending":
                     pending.append(c)
@@ -300,7 +304,7 @@ class Search:
             self.store.count_done(), self.s.budget, stop or "done", best.id if best else None,
             best.fitness if best else None, self.store.cost_usd(), len(self.archive), self.store.verdict_counts(),
             round(elapsed, 3), round(max(0.0, 1 - busy_s / elapsed), 4) if elapsed > 0 else 0.0,
-            round(1000 * self._controller_s / max(1, self._proposals), 3), self._proposals,
+            round(1000 * self._controller_s / max(1, self._proposals), 3), self._proposals, models_failed,
         )
 
     def _drain(self, calls: dict[Future[Proposal], Plan]) -> None:

@@ -1,12 +1,19 @@
 """A real OpenAI-compatible HTTP server on loopback that answers from a script.
 
 Tests and benchmarks point litellm at it with ``api_base``; nothing in litellm is mocked. A
-script is a function of (request body, request index) returning the reply text, or a dict
-``{"status": 429, "error": "..."}`` for an HTTP error, optionally with ``"delay"`` seconds.
+script is a function of (request body, request index) returning the reply text, or a dict:
+
+- ``{"content": ..., "finish_reason": "length", "reasoning_content": ...}``: a reply as providers
+  send it (a cut-off one; a reasoning model's separate reasoning field);
+- ``{"status": 429, "error": "...", "code": "..."}``: an HTTP error with an OpenAI-style body
+  (``AUTH_ERROR`` is what OpenAI answers a bad key);
+- ``{"drop": True}``: the connection closed without an answer;
+- ``"delay"``: seconds to wait first (the client's timeout).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -15,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Script = Callable[[dict[str, Any], int], "str | dict[str, Any]"]
+AUTH_ERROR = {"status": 401, "code": "invalid_api_key", "type": "invalid_request_error",
+              "error": "Incorrect API key provided: sk-bad. You can find your API key at https://platform.openai.com."}
 
 
 class ScriptedServer:
@@ -75,8 +84,14 @@ class ScriptedServer:
                 if isinstance(reply, str):
                     reply = {"content": reply}
                 time.sleep(reply.get("delay", server.delay_s))
+                if reply.get("drop"):
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    self.wfile = io.BytesIO()  # nothing left to flush to the closed socket
+                    return
                 if "status" in reply:
-                    err = {"message": reply.get("error", "scripted error"), "type": "scripted", "code": reply["status"]}
+                    err = {"message": reply.get("error", "scripted error"), "type": reply.get("type", "scripted"),
+                           "param": None, "code": reply.get("code", reply["status"])}
                     self._send(reply["status"], {"error": err})
                     return
                 content = reply["content"]
@@ -86,8 +101,10 @@ class ScriptedServer:
                 self._send(200, {
                     "id": f"chatcmpl-{index}", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "scripted"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
+                    "choices": [{"index": 0, "finish_reason": reply.get("finish_reason", "stop"),
+                                 "message": {"role": "assistant", "content": content,
+                                             **({"reasoning_content": reply["reasoning_content"]}
+                                                if "reasoning_content" in reply else {})}}],
                     "usage": usage,
                 })
 

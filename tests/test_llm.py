@@ -19,7 +19,7 @@ MSG = [{"role": "user", "content": "x" * 400}]
 
 
 def client(url: str, **kw: object) -> LLMClient:
-    return LLMClient(LLMSettings(api_base=url, backoff_s=0.01, **kw),  # type: ignore[arg-type]
+    return LLMClient(LLMSettings(**{"api_base": url, "backoff_s": 0.01, **kw}),  # type: ignore[arg-type]
                      {"openai/priced": Price(input_per_mtok=2.0, output_per_mtok=10.0)})
 
 
@@ -81,3 +81,67 @@ def test_importing_and_calling_reaches_only_the_model_server() -> None:
     assert r.returncode == 0, r.stderr
     seen = json.loads(r.stdout.strip().splitlines()[-1])
     assert seen and all("127.0.0.1" in s for s in seen), seen
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused
+    return port
+
+
+def _timed_preflight(c: LLMClient, model: str) -> tuple[LLMError, float]:
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        c.preflight(model)
+    return info.value, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:{port}/v1", "http://no-such-host.invalid/v1"])
+def test_preflight_stops_at_once_when_no_server_answers(base: str) -> None:
+    c = client(base.format(port=_closed_port()), retries=5, backoff_s=5.0)
+    err, took = _timed_preflight(c, "openai/m")
+    assert err.fatal and "cannot reach" in str(err) and ("refused" in str(err) or "no such host" in str(err))
+    assert took < 15 and "\n" not in str(err)  # no retries with back-off over a dead address
+
+
+def test_preflight_names_missing_credentials_and_unroutable_names(monkeypatch) -> None:
+    for var in ("OPENAI_API_KEY", "KERNELEVO_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    c = LLMClient(LLMSettings(retries=5, backoff_s=5.0))
+    err, took = _timed_preflight(c, "openai/gpt-4o-mini")
+    assert err.fatal and "OPENAI_API_KEY" in str(err) and took < 5
+    err, _ = _timed_preflight(c, "anthropic/claude-3-5-sonnet-latest")
+    assert "ANTHROPIC_API_KEY" in str(err)
+    err, _ = _timed_preflight(c, "nosuchprovider/xyz")
+    assert err.fatal and "cannot route" in str(err)
+
+
+def test_preflight_bad_key_is_fatal_but_a_busy_or_slow_server_is_not() -> None:
+    from tests.llm_server import AUTH_ERROR
+
+    with ScriptedServer(lambda body, i: AUTH_ERROR) as srv:
+        err, _ = _timed_preflight(client(srv.url), "openai/m")
+        assert len(srv.requests) == 1
+    assert err.fatal and "Incorrect API key" in str(err)
+    with ScriptedServer(lambda body, i: {"status": 503, "error": "overloaded"}) as srv:
+        assert client(srv.url, retries=3).preflight("openai/m") is None  # no verdict; at most one retry
+        assert len(srv.requests) == 2
+    with ScriptedServer(lambda body, i: {"content": "OK", "delay": 3.0}) as srv:
+        assert client(srv.url, timeout_s=1.0, retries=0).preflight("openai/m") is None  # timed out: retryable
+    with ScriptedServer(lambda body, i: {"drop": True}) as srv:
+        with pytest.raises(LLMError) as info:
+            client(srv.url, retries=0).complete("openai/m", MSG)
+    assert not info.value.fatal  # a live server that dropped one request: transient
+
+
+def test_finish_reason_and_limit_reach_the_reply() -> None:
+    with ScriptedServer(lambda body, i: {"content": "```python\nclass ModelNew", "finish_reason": "length"}) as srv:
+        r = client(srv.url).complete("openai/m", MSG, max_tokens=77)
+        assert srv.requests[0]["max_tokens"] == 77
+    assert r.finish_reason == "length" and r.max_tokens == 77

@@ -163,8 +163,9 @@ def test_offline_tuner_finds_correct_variants_of_the_seed(tmp_path: Path) -> Non
     assert usage["calls"] == 0
 
 
-def kernelevo(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+def kernelevo(*args: str, drop_env: tuple[str, ...] = (), **kw) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
+    env.update({"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
     return subprocess.Popen([sys.executable, "-m", "kernelevo", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True, **kw)
 
@@ -309,3 +310,45 @@ def test_max_time_stops_the_run_cleanly(tmp_path: Path) -> None:
     assert summary.elapsed_s < 3.0 + 30  # stops after the evaluation in flight, not at the budget
     with Store(tmp_path / "run.db") as store:
         assert store.candidates("pending") == [] or all(c.origin == "tuner" for c in store.candidates("pending"))
+
+
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("how", ["refused", "no key"])
+def test_a_model_that_cannot_work_stops_the_run_in_seconds(tmp_path: Path, how: str) -> None:
+    """No server at --api-base, or no credentials for the provider: one line, exit 2, before any work."""
+    args = ["--api-base", f"http://127.0.0.1:{_closed_port()}/v1"] if how == "refused" else []
+    env_drop = ("OPENAI_API_KEY", "KERNELEVO_API_KEY")
+    t0 = time.monotonic()
+    p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--model", "openai/gpt-4o-mini", *args,
+                  "--db", str(tmp_path / "run.db"), "--device", "cpu", drop_env=env_drop)
+    out, err = p.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert p.returncode == 2, err
+    line = err.strip()
+    assert len(line.splitlines()) == 1 and "openai/gpt-4o-mini" in line
+    assert ("connection refused" in line) if how == "refused" else ("OPENAI_API_KEY" in line)
+    assert took < 60  # seconds of imports, not minutes of retries
+    with Store(tmp_path / "run.db") as store:
+        assert store.candidates() == []
+
+
+def test_a_run_whose_models_keep_failing_exits_3_and_says_what_to_fix(tmp_path: Path) -> None:
+    # The preflight is answered; every later call is a server error.
+    with ScriptedServer(lambda body, i: "OK" if i == 0 else {"status": 500, "error": "boom"}) as srv:
+        cfg = tmp_path / "k.toml"
+        cfg.write_text('[llm]\nretries = 0\nbackoff_s = 0.01\n[search]\nbudget = 50\n')
+        p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--model", "openai/cheap",
+                      "--api-base", srv.url, "--db", str(tmp_path / "run.db"), "--device", "cpu",
+                      "--config", str(cfg))
+        out, err = p.communicate(timeout=300)
+    assert p.returncode == 3, (out, err)
+    assert "model calls in a row failed" in out and "models kept failing" in err and "--db" in err

@@ -18,6 +18,7 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # before litellm is importe
 os.environ.setdefault("LITELLM_LOG", "ERROR")
 
 _import_lock = threading.Lock()
+PREFLIGHT_TIMEOUT_S = 30.0
 
 
 def _litellm() -> Any:
@@ -37,6 +38,7 @@ class LLMError(Exception):
         self.fatal = fatal
         self.attempts = attempts
         self.latency_s = latency_s
+        self.unreachable: str | None = None  # no server answered (refused, no such host, no credentials)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,41 @@ class Reply:
     priced: bool  # False when neither litellm nor the settings know this model's price
     latency_s: float
     attempts: int
+    finish_reason: str = "stop"  # "length": cut off by max_tokens
+    max_tokens: int = 0  # the limit the call was made with
 
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and what caused it, outermost first: litellm wraps the OpenAI client's error, which
+    wraps httpx's, which wraps the socket's."""
+    out: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and all(cur is not x for x in out) and len(out) < 12:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "original_exception", None)
+    return out
+
+
+def unreachable(e: BaseException) -> str | None:
+    """Why no server answered at all (refused, no such host, no credentials to send), whatever
+    class litellm wrapped it in; None for a server that answered or timed out."""
+    import socket
+
+    for x in _chain(e):
+        if isinstance(x, (TimeoutError, socket.timeout)) or "Timeout" in type(x).__name__:
+            return None
+    chain = _chain(e)
+    for x in chain:  # the socket's own reason first, however deep
+        if isinstance(x, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(x, socket.gaierror):
+            return "no such host"
+    for x in chain:
+        if type(x).__name__ == "ConnectError":  # httpx/httpcore: no connection was made
+            return f"cannot connect ({' '.join(str(x).split())[:120]})"
+        if type(x).__module__.startswith("openai") and type(x).__name__ == "OpenAIError":
+            return f"the client refused to send it: {' '.join(str(x).split())[:160]}"  # missing credentials
+    return None
 
 def _classify(e: Exception) -> tuple[bool, str]:
     """(fatal, one line). Anything not known to be transient after retries also ends up fatal
@@ -109,23 +145,31 @@ class LLMClient:
             return 0.0, False
         return float(c_in) + float(c_out), True
 
-    def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int | None = None) -> Reply:
+    def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int | None = None,
+                 retries: int | None = None, timeout_s: float | None = None) -> Reply:
         """One completion, retrying transient errors with exponential backoff."""
         s = self.settings
+        limit = max_tokens or s.max_tokens
         start = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = self._ll.completion(messages=messages, temperature=s.temperature,
-                                               max_tokens=max_tokens or s.max_tokens, **self._kwargs(model))
+                kw = self._kwargs(model)
+                if timeout_s is not None:
+                    kw["timeout"] = timeout_s
+                response = self._ll.completion(messages=messages, temperature=s.temperature, max_tokens=limit, **kw)
                 break
             except Exception as e:
                 fatal, line = _classify(e)
-                if fatal or attempt > s.retries:
-                    raise LLMError(line, fatal, attempt, time.monotonic() - start) from None
+                if fatal or attempt > (s.retries if retries is None else retries):
+                    err = LLMError(line, fatal, attempt, time.monotonic() - start)
+                    err.unreachable = unreachable(e)
+                    raise err from None
                 time.sleep(s.backoff_s * 2 ** (attempt - 1))
-        text = response.choices[0].message.content or ""
+        choice = response.choices[0]
+        finish = str(getattr(choice, "finish_reason", None) or "stop")
+        text = choice.message.content or ""
         usage = getattr(response, "usage", None)
         tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
         tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -133,7 +177,7 @@ class LLMClient:
             tokens_in = self.count_tokens(model, messages)
             tokens_out = self.count_tokens(model, [{"role": "assistant", "content": text}])
         cost, priced = self.cost(model, tokens_in, tokens_out)
-        return Reply(text, model, tokens_in, tokens_out, cost, priced, time.monotonic() - start, attempt)
+        return Reply(text, model, tokens_in, tokens_out, cost, priced, time.monotonic() - start, attempt, finish, limit)
 
     def count_tokens(self, model: str, messages: list[dict[str, str]]) -> int:
         """Tokens of a prompt by litellm's tokenizer for ``model`` (tiktoken's cl100k when unknown)."""
@@ -143,12 +187,34 @@ class LLMClient:
             return int(self._ll.token_counter(model="gpt-4o", messages=messages))
 
     def preflight(self, model: str) -> Reply | None:
-        """A one-token call: a bad key or an unknown model stops the run before any work.
-        Returns the reply (its cost is recorded like any other), or None after a transient failure,
-        which is no verdict on the model; the run's own calls retry."""
+        """Whether ``model`` can work at all, in seconds: a name litellm cannot route, missing
+        credentials, a server that refuses the connection or does not exist, a bad key or an
+        unknown model stop the run before any work (a fatal LLMError, one line saying what to fix).
+        Returns the one-token reply (its cost is recorded like any other), or None when a live
+        server timed out or answered 429/5xx: no verdict on the model, the run's calls retry."""
         try:
-            return self.complete(model, [{"role": "user", "content": "Reply with OK."}], max_tokens=1)
+            self._ll.get_llm_provider(model)
+        except Exception:
+            raise LLMError(f"model {model}: litellm cannot route this name; write provider/model "
+                           "(e.g. openai/gpt-4o-mini, anthropic/claude-3-5-sonnet-latest)", True) from None
+        if not self.settings.api_base:
+            try:
+                env = self._ll.validate_environment(model)
+            except Exception:
+                env = {}
+            missing = list(env.get("missing_keys") or []) if not env.get("keys_in_environment", True) else []
+            if missing:
+                raise LLMError(f"model {model}: no credentials: set {' and '.join(missing)} (or point --api-base "
+                               "at an OpenAI-compatible server)", True)
+        try:
+            # A one-token answer is quick; a host that swallows the connection must not hold the run.
+            return self.complete(model, [{"role": "user", "content": "Reply with OK."}], max_tokens=1,
+                                 retries=min(self.settings.retries, 1),
+                                 timeout_s=min(self.settings.timeout_s, PREFLIGHT_TIMEOUT_S))
         except LLMError as e:
+            where = self.settings.api_base or "the provider"
             if e.fatal:
                 raise LLMError(f"model {model}: {e}", True, e.attempts) from None
+            if e.unreachable:
+                raise LLMError(f"model {model}: cannot reach {where}: {e.unreachable}", True, e.attempts) from None
             return None
