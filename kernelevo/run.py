@@ -81,7 +81,8 @@ class Run:
         s, ls = self.settings.search, self.settings.llm
         tuner = Tuner(self.seed_source or "", random.Random(s.seed + 1))
         proposer = Proposer(self.problem.source, self.device, self.llm, ls.model or None, ls.strong_model or None,
-                            tuner, ls.edit_threshold, calibration=self.evaluator.calibration)
+                            tuner, ls.edit_threshold, calibration=self.evaluator.calibration,
+                            max_tokens_cap=ls.max_tokens_cap)
         stats = [(float(c.flops), float(c.min_bytes)) for c in self.evaluator.reference.cases]
         with Progress(problem=self.problem.name) as progress:
             cal, ceilings = self.evaluator.calibration, None

@@ -188,7 +188,7 @@ class Search:
         digest = source_digest(prop.source)
         note, judged = prop.plan.note, prop.failure
         if judged is not None:
-            note = "unusable reply"
+            note = "syntax error" if prop.fixable else "unusable reply"
         elif (twin := self.store.find_digest(digest)) is not None:
             judged = Evaluation("proposal", Verdict.REJECTED, f"identical to candidate #{twin}, which was already "
                                 "evaluated; change something", device="")

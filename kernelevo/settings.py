@@ -79,6 +79,7 @@ class LLMSettings:
     api_base: str = ""
     temperature: float = 0.8
     max_tokens: int = 8192
+    max_tokens_cap: int = 32768  # a reply cut off at the limit doubles that model's limit, up to this
     timeout_s: float = 300.0  # one request
     retries: int = 4  # transient errors (rate limit, 5xx, time-outs), with exponential backoff
     backoff_s: float = 2.0  # first wait; doubles each retry

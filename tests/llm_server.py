@@ -26,13 +26,18 @@ AUTH_ERROR = {"status": 401, "code": "invalid_api_key", "type": "invalid_request
               "error": "Incorrect API key provided: sk-bad. You can find your API key at https://platform.openai.com."}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection the script dropped on purpose is not an error worth a traceback."""
+
+
 class ScriptedServer:
     def __init__(self, script: Script, delay_s: float = 0.0):
         self.script = script
         self.delay_s = delay_s
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

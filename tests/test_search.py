@@ -94,7 +94,8 @@ def test_unusable_replies_become_failed_candidates_with_reasons(tmp_path: Path) 
         cands = store.candidates()
     assert [c.verdict for c in cands[:3]] == ["rejected", "rejected", "compile_error"]
     assert "code block" in cands[0].reason and "ModelNew" in cands[1].reason and "line 1" in cands[2].reason
-    assert all(c.note == "unusable reply" for c in cands[:3])
+    assert [c.note for c in cands[:3]] == ["unusable reply", "unusable reply", "syntax error"]
+    assert cands[2].source == "def broken(:\n    pass\nclass ModelNew: pass\n"  # the module, for a fix prompt
     assert cands[3].verdict == "correct"
 
 

@@ -30,7 +30,12 @@ _DEFINES_MODELNEW = re.compile(r"^class\s+ModelNew\b|^ModelNew\s*=", re.MULTILIN
 
 
 class ParseError(ValueError):
-    """A reply that cannot become a candidate; ``str()`` is one line a model can act on."""
+    """A reply that cannot become a candidate; ``str()`` is one line a model can act on.
+    ``source`` is the module the reply stood for when there was one (a syntax error: worth a fix)."""
+
+    def __init__(self, message: str, source: str | None = None):
+        super().__init__(message)
+        self.source = source
 
 
 def _code_blocks(reply: str) -> list[tuple[str, str]]:
@@ -115,6 +120,8 @@ def validate_source(source: str) -> None:
             names.update(t.id for t in node.targets if isinstance(t, ast.Name))
     if "ModelNew" in names:
         return
+    if not names and not tree.body:
+        raise ParseError("the module is empty")
     if "Model" in names:
         raise ParseError("the module defines class Model but no class ModelNew: name the optimized class ModelNew")
     raise ParseError("the module defines no class ModelNew")
@@ -137,5 +144,10 @@ def parse_reply(reply: str, parent_source: str | None) -> str:
             blocks = [stripped]
         defining = [b for b in blocks if _DEFINES_MODELNEW.search(b)]
         source = max(defining or blocks, key=len).strip("\n") + "\n"
-    validate_source(source)
+    try:
+        validate_source(source)
+    except ParseError as e:
+        if str(e).startswith("syntax error"):
+            raise ParseError(str(e), source) from None
+        raise
     return source

@@ -37,6 +37,7 @@ class Proposal:
     failure: Evaluation | None = None  # set when the reply could not become a candidate
     call: CallRecord | None = None  # None for the tuner
     fatal: str | None = None  # the run must stop (bad key, unknown model)
+    fixable: bool = False  # a failure the model can fix from its own code (a syntax error)
 
 
 def _failure(reason: str, verdict: Verdict, error: str | None = None) -> Evaluation:
@@ -56,6 +57,7 @@ class Proposer:
         tuner: Tuner | None,
         edit_threshold: int = 120,
         calibration: Any = None,
+        max_tokens_cap: int = 0,
     ):
         self.problem_source = problem_source
         self.device = device
@@ -65,6 +67,9 @@ class Proposer:
         self.tuner = tuner
         self.edit_threshold = edit_threshold
         self.facts = device_facts(device, calibration)  # once: it asks the driver
+        # Per model: the token limit for its next call, raised after a reply was cut off there.
+        self.max_tokens: dict[str, int] = {}
+        self.max_tokens_cap = max_tokens_cap
 
     @property
     def offline(self) -> bool:
@@ -96,8 +101,9 @@ class Proposer:
         if plan.model is None:
             return Proposal(plan, plan.source)
         assert self.llm is not None
+        limit = self.max_tokens.get(plan.model)
         try:
-            reply = self.llm.complete(plan.model, plan.messages)
+            reply = self.llm.complete(plan.model, plan.messages, max_tokens=limit)
         except LLMError as e:
             call = CallRecord(plan.model, plan.choice.tier, plan.choice.kind, 0, 0, 0.0, True, e.latency_s,
                               e.attempts, str(e))
@@ -108,11 +114,22 @@ class Proposer:
             return Proposal(plan, None, call=call)
         call = CallRecord(plan.model, plan.choice.tier, plan.choice.kind, reply.tokens_in, reply.tokens_out,
                           reply.cost_usd, reply.priced, reply.latency_s, reply.attempts)
+        if reply.finish_reason == "length":  # a cut reply: never an earlier draft from inside it
+            if self.max_tokens_cap > reply.max_tokens:
+                self.max_tokens[plan.model] = min(2 * reply.max_tokens, self.max_tokens_cap)
+            reason = (f"your reply was cut off at {reply.max_tokens} tokens, the limit; reply with the module only "
+                      "(no long explanation)" + (", or with SEARCH/REPLACE edits" if plan.parent else ""))
+            return Proposal(plan, reply.text, failure=_failure(reason, Verdict.REJECTED), call=call)
         parent_source = plan.parent.source if plan.parent else None
         try:
             source = parse_reply(reply.text, parent_source)
         except ParseError as e:
-            verdict = Verdict.COMPILE_ERROR if str(e).startswith("syntax error") else Verdict.REJECTED
-            return Proposal(plan, reply.text, failure=_failure(str(e), verdict), call=call)
+            if e.source is not None:  # a module with a syntax error: a candidate worth a fix prompt
+                return Proposal(plan, e.source, failure=_failure(str(e), Verdict.COMPILE_ERROR), call=call,
+                                fixable=True)
+            return Proposal(plan, reply.text, failure=_failure(str(e), Verdict.REJECTED), call=call)
+        except Exception as e:  # noqa: BLE001 - e.g. CPython's spurious SystemError from ast.parse on a thread
+            reason = f"the reply could not be read ({type(e).__name__}: {' '.join(str(e).split())[:160]})"
+            return Proposal(plan, reply.text, failure=_failure(reason, Verdict.REJECTED), call=call)
         return Proposal(plan, source, call=call)
 
