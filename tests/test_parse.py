@@ -167,3 +167,67 @@ def test_validate_source_and_help() -> None:
     with pytest.raises(ParseError, match="syntax error at line 1"):
         validate_source("def (:\n")
     assert "<<<<<<< SEARCH" in EDIT_FORMAT_HELP and ">>>>>>> REPLACE" in EDIT_FORMAT_HELP
+
+
+# -- replies the way real models and servers write them --------------------------------------------
+
+DRAFT = MODULE.replace("y = x * 2", "y = x * 2  # draft inside the reasoning, longer than the answer\n" + "        " +
+                       "# " + "padding " * 40)
+ALT = MODULE.replace("y = x * 2", "y = x + x")
+
+
+@pytest.mark.parametrize("reply", [
+    f"<think>\nLet me draft it.\n{fence(DRAFT)}\nNo, simpler.\n</think>\n\nFinal answer:\n{fence(MODULE)}",
+    f"Let me draft it (the server's template opened the think tag).\n{fence(DRAFT)}\n</think>\n{fence(MODULE)}",
+    f"<|channel|>analysis<|message|>Draft:\n{fence(DRAFT)}<|end|><|start|>assistant<|channel|>final<|message|>"
+    f"Here it is.\n{fence(MODULE)}",
+    f"analysisWe could write:\n{fence(DRAFT)}\nassistantfinal Here it is.\n{fence(MODULE)}",
+])
+def test_reasoning_is_dropped_before_looking_for_code(reply: str) -> None:
+    assert parse_reply(reply, None) == MODULE  # never the (longer) draft from the reasoning
+
+
+def test_the_last_complete_module_wins_over_a_longer_earlier_one() -> None:
+    reply = f"Option A:\n{fence(DRAFT)}\nOption B is faster; use the second:\n{fence(ALT)}"
+    assert parse_reply(reply, None) == ALT
+    cut = f"Option A:\n{fence(ALT)}\nOption B:\n```python\nimport torch\nclass ModelNew(torch.nn.Module):\n    def f("
+    assert parse_reply(cut, None) == ALT  # a broken last block does not beat a complete one
+
+
+def test_a_kernel_block_and_a_modelnew_block_are_one_module() -> None:
+    kernel = "import torch\n\n\ndef _double(x):\n    return x * 2\n"
+    model = "class ModelNew(torch.nn.Module):\n    def forward(self, x):\n        return _double(x)\n"
+    reply = f"The kernel:\n{fence(kernel)}\nAnd the module:\n{fence(model)}"
+    source = parse_reply(reply, None)
+    assert source.index("def _double") < source.index("class ModelNew")
+    validate_source(source)
+    alone = fence("import torch\n\nclass ModelNew(torch.nn.Module):\n    pass\n")
+    assert "_double" not in parse_reply(f"{fence(kernel)}\n{alone}", None)  # nothing it needs: not joined
+
+
+@pytest.mark.parametrize("reply", [
+    "Here:\n```python:kernels/softmax/candidate.py\n" + MODULE + "```\n",
+    "Steps:\n1. Write the kernel:\n    ```python\n" + "".join("    " + line + "\n" if line else "\n"
+                                                         for line in MODULE.split("\n")[:-1]) + "    ```\n",
+    "Here is the module, without a fence.\n\n" + MODULE,
+    "<think>plan</think>\n" + MODULE,
+])
+def test_fence_dialects_and_unfenced_modules(reply: str) -> None:
+    assert parse_reply(reply, None) == MODULE
+
+
+def test_edits_that_lost_or_gained_one_indentation_level_are_reindented() -> None:
+    lost = edit("y = x * SCALE\nreturn y\n", "y = x * SCALE * 2\nreturn y\n")
+    assert "        y = x * SCALE * 2\n        return y\n" in parse_reply(lost, PARENT)
+    tabs = edit("\t\ty = x * SCALE\n", "\t\ty = x * 3\n")
+    assert "        y = x * 3\n" in parse_reply(tabs, PARENT)
+    gained = edit("            y = x * SCALE\n", "            y = x * 4\n")
+    assert "        y = x * 4\n" in parse_reply(gained, PARENT)
+    inconsistent = edit("y = x * SCALE\n        return y\n", "y = 1\n")  # one line shifted, one not
+    with pytest.raises(ParseError, match="did not apply"):
+        parse_reply(inconsistent, PARENT)
+
+
+def test_a_search_marker_inside_reasoning_is_not_an_edit() -> None:
+    reply = f"<think>maybe\n<<<<<<< SEARCH\nfoo\n=======\nbar\n>>>>>>> REPLACE\n</think>\n{fence(MODULE)}"
+    assert parse_reply(reply, PARENT) == MODULE
