@@ -169,8 +169,15 @@ def optimize(
         _fail(str(e), debug)
     debug = debug or settings.debug
     s = settings.search
-    if s.budget < 1 or s.concurrency < 1 or s.max_cost_usd < 0 or s.max_time_s < 0 or settings.eval.timeout_s <= 0:
-        _fail("--budget and --concurrency must be at least 1; --max-cost, --max-time, --timeout not negative", debug)
+    wrong = [f"{flag} must be {rule}, got {value:g}" for flag, value, ok, rule in (
+        ("--budget", s.budget, s.budget >= 1, "at least 1"),
+        ("--concurrency", s.concurrency, s.concurrency >= 1, "at least 1"),
+        ("--max-cost", s.max_cost_usd, s.max_cost_usd >= 0, "0 or more"),
+        ("--max-time", s.max_time_s, s.max_time_s >= 0, "0 or more"),
+        ("--timeout", settings.eval.timeout_s, settings.eval.timeout_s > 0, "more than 0"),
+    ) if not ok]
+    if wrong:
+        _fail("; ".join(wrong), debug)
     if s.strategy not in ("archive", "sample"):
         _fail(f"--strategy must be archive or sample, got {s.strategy!r}", debug)
     dev = device or _default_device()

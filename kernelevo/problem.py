@@ -64,6 +64,39 @@ def _module_globals(tree: ast.Module) -> set[str]:
     return names
 
 
+def _literal_globals(tree: ast.Module) -> dict[str, Any]:
+    """Top-level ``name = <literal>`` assignments (the last one wins), for checking ``--set`` types."""
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError, TypeError):
+                out.pop(node.targets[0].id, None)
+    return out
+
+
+def _override_problem(name: str, value: Any, names: frozenset[str], literals: dict[str, Any]) -> str | None:
+    """Why ``--set name=value`` cannot apply: an unknown name (with the closest ones), or a value of
+    another kind than the file's own (a word where the file has a number)."""
+    import difflib
+
+    if name not in names:
+        close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        return f"--set {name}: no global {name!r} in the file{hint}"
+    if name in literals:
+        old = literals[name]
+        numeric = (int, float)
+        if isinstance(old, numeric) and not isinstance(old, bool) and \
+                (isinstance(value, bool) or not isinstance(value, numeric)):
+            return (f"--set {name}={value!r}: {name} is a number in the file ({old!r}); "
+                    f"give a number, not a {type(value).__name__}")
+        if isinstance(old, bool) and not isinstance(value, bool):
+            return f"--set {name}={value!r}: {name} is True/False in the file; give True or False"
+    return None
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``name=value`` from the command line; the value is a Python literal or else a string."""
     name, sep, raw = text.partition("=")
@@ -150,9 +183,11 @@ def load_problem(
     except SyntaxError as e:
         raise ProblemError(f"{p}: syntax error on line {e.lineno}: {e.msg}") from None
     names = frozenset(_module_globals(tree))
-    for k in overrides:
-        if k not in names:
-            raise ProblemError(f"{p}: --set {k}: no global {k!r} in the file")
+    literals = _literal_globals(tree)
+    for k, v in overrides.items():
+        problem = _override_problem(k, v, names, literals)
+        if problem:
+            raise ProblemError(f"{p}: {problem}")
     try:
         module = _exec_module(p, source, overrides)
     except Exception as e:  # the user's file: any error is theirs to see in one line

@@ -257,12 +257,20 @@ def test_show_of_a_missing_database_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no such run database" in r.stderr
 
 
-@pytest.mark.parametrize("flag", ["--budget=0", "--strategy=greedy", "--concurrency=0"])
-def test_bad_optimize_options_are_one_line(tmp_path: Path, flag: str) -> None:
+@pytest.mark.parametrize(("flag", "says"), [
+    ("--budget=-5", "--budget must be at least 1, got -5"), ("--strategy=greedy", "--strategy must be"),
+    ("--concurrency=0", "--concurrency must be at least 1, got 0"), ("--max-cost=-1", "--max-cost must be 0 or more"),
+    ("--set=dim=abc", "dim is a number in the file"), ("--set=dimm=4", "no global 'dimm' in the file; did you mean dim"),
+])
+def test_bad_optimize_options_are_one_line_naming_the_wrong_one(tmp_path: Path, flag: str, says: str) -> None:
     p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--seed-kernel", str(CANDIDATES / "softmax_good.py"),
                   "--db", str(tmp_path / "r.db"), flag)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 2 and err.strip().count("\n") == 0, err
+    assert says in err
+    if not flag.startswith("--budget"):
+        assert "--budget" not in err  # only the wrong option is named
+    assert not (tmp_path / "r.db").exists()  # bad input changes nothing
 
 
 def test_sample_strategy_always_starts_from_the_seed(tmp_path: Path) -> None:
