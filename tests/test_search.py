@@ -260,7 +260,8 @@ def test_show_of_a_missing_database_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("flag", "says"), [
     ("--budget=-5", "--budget must be at least 1, got -5"), ("--strategy=greedy", "--strategy must be"),
     ("--concurrency=0", "--concurrency must be at least 1, got 0"), ("--max-cost=-1", "--max-cost must be 0 or more"),
-    ("--set=dim=abc", "dim is a number in the file"), ("--set=dimm=4", "no global 'dimm' in the file; did you mean dim"),
+    ("--set=dim=abc", "dim is a number in the file"),
+    ("--set=dimm=4", "no global 'dimm' in the file; did you mean dim"),
 ])
 def test_bad_optimize_options_are_one_line_naming_the_wrong_one(tmp_path: Path, flag: str, says: str) -> None:
     p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--seed-kernel", str(CANDIDATES / "softmax_good.py"),
