@@ -234,7 +234,7 @@ def show(
     if not db.is_file():
         _fail(f"{db}: no such run database", debug)
     try:
-        with Store(db) as store:
+        with Store(db, readonly=True) as store:
             report = run_report(store)
     except StoreError as e:
         _fail(str(e), debug)

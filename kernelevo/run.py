@@ -113,7 +113,7 @@ class Run:
 
 def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_source: str | None,
              seed_name: str) -> Run:
-    store = Store(db)
+    store = Store(db, lock=True)
     try:
         _check_meta(store, problem, device)
         return Run(problem, device, settings, store, seed_source, seed_name)

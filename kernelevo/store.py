@@ -9,6 +9,7 @@ judged are ``pending`` and are judged on resume; none is judged twice.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -68,6 +69,75 @@ class StoreError(ValueError):
     """A run database that cannot be used; the message is one line."""
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that writes nothing. A WAL database in a folder we cannot write has no shared-
+    memory file to open: read it as immutable then (no writer can be running there anyway)."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+
+
+def _check_ours(path: Path) -> None:
+    """Refuse, without writing anything, a file that is not a kernelevo run database."""
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise StoreError(f"{path}: not a kernelevo run database (not an SQLite file); give a new --db path")
+    try:
+        db = _read_only(path)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            ours = {"meta", "candidates", "llm_calls", "state"} <= tables and db.execute(
+                "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: cannot read it as a run database ({e})") from None
+    if not ours:
+        raise StoreError(f"{path}: an SQLite database of another program, not a kernelevo run; it was left "
+                         "untouched; give a new --db path")
+
+
+def _check_writable(path: Path, existing: bool) -> None:
+    """The run writes the database and, in WAL mode, two files beside it: say which cannot be written."""
+    folder = path.parent
+    missing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    if not folder.exists():
+        if missing is not None and not os.access(missing, os.W_OK | os.X_OK):
+            raise StoreError(f"{path}: cannot create the folder {folder}: {missing} is not writable")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot create the folder {folder} ({e.strerror})") from None
+    if existing and not os.access(path, os.W_OK):
+        raise StoreError(f"{path}: the run database is read-only; copy it somewhere writable to resume it "
+                         "(kernelevo show reads it as it is)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"{path}: cannot write in {folder} (the database and its journal live there)")
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on ``<db>.lock`` for this process's life; a StoreError naming the holder if taken."""
+    import fcntl
+
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StoreError(f"{path}: in use by another kernelevo run (pid {holder}); wait for it, or give another "
+                         "--db") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 @dataclass(frozen=True)
 class StoredCandidate:
     id: int
@@ -108,25 +178,46 @@ class CallRecord:
 class Store:
     """The run database. ``Store(path)`` creates or opens it; use as a context manager."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, readonly: bool = False, lock: bool = False):
+        """``readonly``: for reading a run (``show``), nothing written. ``lock``: held for the
+        run's life, so a second run on the same database is refused (released if the process dies)."""
         self.path = Path(path)
+        self._lock_fd: int | None = None
         if self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, not a run database")
+        existing = self.path.is_file() and self.path.stat().st_size > 0
+        if existing:
+            _check_ours(self.path)  # before any write: another program's file stays byte for byte
+        elif readonly:
+            raise StoreError(f"{self.path}: no such run database")
+        if not readonly:
+            _check_writable(self.path, existing)
+        if lock:
+            self._lock_fd = _lock(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _tx).
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self._db.row_factory = sqlite3.Row
-            # WAL survives SIGKILL of the writer with every committed transaction intact.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)  # idempotent: a kill half-way is harmless
-            version = self.meta().get("schema_version")
+            if readonly:
+                self._db = _read_only(self.path)
+                self._db.row_factory = sqlite3.Row
+                version = self.meta().get("schema_version")
+            else:
+                # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE in _tx).
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+                self._db.row_factory = sqlite3.Row
+                # WAL survives SIGKILL of the writer with every committed transaction intact.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(_SCHEMA)  # idempotent: a kill half-way is harmless
+                version = self.meta().get("schema_version")
+        except sqlite3.OperationalError as e:
+            self._unlock()
+            raise StoreError(f"{self.path}: cannot open the run database ({e})") from None
         except sqlite3.DatabaseError as e:
+            self._unlock()
             raise StoreError(f"{self.path}: not a kernelevo run database ({e})") from None
-        if version is None:
+        if version is None and not readonly:
             self.set_meta({"schema_version": SCHEMA_VERSION})
         elif version != SCHEMA_VERSION:
+            self._unlock()
             raise StoreError(f"{self.path}: run database schema {version}, this kernelevo reads {SCHEMA_VERSION}")
 
     def __enter__(self) -> Store:
@@ -137,6 +228,12 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -87,3 +87,75 @@ def test_without_elites_the_cheap_model_writes_or_fixes() -> None:
     assert c.kind == "fix"
     c, _ = policy.choose(TierState(), 0, rng, have_elites=True, have_failures=False, strategy="sample")
     assert c.kind == "sample"
+
+
+# -- files the user gives as --db ----------------------------------------------------------------------
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_another_programs_files_are_refused_and_left_untouched(tmp_path) -> None:
+    import sqlite3
+
+    from kernelevo.store import Store, StoreError
+
+    theirs = tmp_path / "app.sqlite"
+    db = sqlite3.connect(theirs)
+    db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    db.execute("INSERT INTO users (name) VALUES ('ada')")
+    db.commit()
+    db.close()
+    before = _sha(theirs)
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n")
+    for path, says in ((theirs, "another program"), (text, "not an SQLite file")):
+        for kw in ({}, {"readonly": True}, {"lock": True}):
+            with pytest.raises(StoreError, match=says):
+                Store(path, **kw)
+    assert _sha(theirs) == before and text.read_text() == "not a database\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite", "notes.db"]  # no -wal, -shm, .lock
+
+
+def test_unwritable_places_are_one_true_line(tmp_path, monkeypatch) -> None:
+    import os
+
+    from kernelevo.store import Store, StoreError
+
+    run = tmp_path / "run.db"
+    with Store(run) as s:
+        s.set_meta({"problem": "p"})
+    real = os.access
+    # Root ignores file modes, so the modes a user would meet are simulated at os.access.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(run) else real(p, mode))
+    with pytest.raises(StoreError, match="read-only; copy it somewhere writable"):
+        Store(run)
+    with Store(run, readonly=True) as s:  # show still reads it
+        assert s.meta()["problem"] == "p"
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real(p, mode))
+    with pytest.raises(StoreError, match=f"cannot write in {locked}"):
+        Store(locked / "new.db")
+    with pytest.raises(StoreError, match=f"cannot create the folder {locked / 'a' / 'b'}: {locked} is not writable"):
+        Store(locked / "a" / "b" / "new.db")
+    assert sorted(p.name for p in locked.iterdir()) == []
+    with pytest.raises(StoreError, match="no such run database"):
+        Store(tmp_path / "absent.db", readonly=True)
+
+
+def test_a_database_in_use_by_a_live_run_is_refused_until_it_ends(tmp_path) -> None:
+    import os
+
+    from kernelevo.store import Store, StoreError
+
+    db = tmp_path / "run.db"
+    first = Store(db, lock=True)
+    with pytest.raises(StoreError, match=f"in use by another kernelevo run \\(pid {os.getpid()}\\)"):
+        Store(db, lock=True)
+    with Store(db, readonly=True):
+        pass  # reading a live run is fine
+    first.close()
+    Store(db, lock=True).close()  # released with its holder
