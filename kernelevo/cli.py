@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -200,19 +201,33 @@ def optimize(
 
     from kernelevo.run import RunError, open_run
 
+    db_path = db or Path("runs") / f"{prob.name}-{dev}.db"
     try:
-        run = open_run(prob, dev, settings, db or Path("runs") / f"{prob.name}-{dev}.db", seed_source, str(seed_path))
+        run = open_run(prob, dev, settings, db_path, seed_source, str(seed_path))
     except (StoreError, RunError, ProblemError) as e:
         _fail(str(e), debug)
+    resume = " ".join(shlex.quote(a) for a in ["kernelevo", *sys.argv[1:]])
+    if "--db" not in sys.argv:
+        resume += f" --db {shlex.quote(str(db_path))}"
     with run:
+        statuses = [c.status for c in run.store.candidates()]
+        if statuses:
+            typer.echo(f"kernelevo: resuming {db_path}: {statuses.count('done')} evaluated, "
+                       f"{statuses.count('pending')} pending", err=True)
         for warning in run.warnings:
             typer.echo(f"kernelevo: warning: {warning}", err=True)
-        summary = run.search()
+        try:
+            summary = run.search()
+        except KeyboardInterrupt:
+            typer.echo(f"kernelevo: interrupted; every judged candidate is saved. Resume with: {resume}", err=True)
+            raise typer.Exit(130) from None
         for note in run.evaluator.run_notes:
             typer.echo(f"kernelevo: note: {note}", err=True)
+    from dataclasses import replace
+
     from kernelevo.report import print_summary
 
-    print_summary(summary)
+    print_summary(replace(summary, db=str(db_path)))
     if summary.models_failed:
         typer.echo("kernelevo: the run stopped because its models kept failing: check the key, the model name "
                    "and --api-base (the run resumes with the same --db)", err=True)
@@ -223,6 +238,10 @@ def optimize(
 def show(
     db: Annotated[Path, typer.Argument(help="run database written by kernelevo optimize")],
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="print a candidate's source: 'best' or its id", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="write the candidate's source (--source, the best by default) to this file", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
     """Show a run: the best candidate, every candidate, archive cells, model calls, tokens and dollars."""
@@ -238,6 +257,28 @@ def show(
             report = run_report(store)
     except StoreError as e:
         _fail(str(e), debug)
+    if source is not None or out is not None:
+        cands = {c["id"]: c for c in report["candidates"]}
+        if source is None or source == "best":
+            if report["best"] is None:
+                _fail(f"{db}: no correct candidate yet; give --source ID to get any candidate's source", debug)
+            cid = report["best"]["id"]
+        elif source.lstrip("#").isdigit():
+            cid = int(source.lstrip("#"))
+        else:
+            _fail(f"--source {source!r}: give 'best' or a candidate id", debug)
+        if cid not in cands:
+            _fail(f"{db}: no candidate #{cid} (the run has #{min(cands, default=0)}-#{max(cands, default=0)})", debug)
+        text = cands[cid]["source"]
+        if out is None:
+            typer.echo(text, nl=False)
+            return
+        try:
+            out.write_text(text)
+        except OSError as e:
+            _fail(f"{out}: cannot write ({e.strerror})", debug)
+        typer.echo(f"candidate #{cid} written to {out}", err=True)
+        return
     if json_out:
         typer.echo(json.dumps(report, default=str))
     else:

@@ -130,6 +130,10 @@ def print_summary(summary: Any, console: Console | None = None) -> None:
     console.print(f"stopped: {summary.stop_reason}", markup=False, highlight=False)
     console.print(f"evaluated {summary.evaluated}/{summary.budget}, best {best}, cells {summary.cells}, "
                   f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s", markup=False, highlight=False)
+    db = getattr(summary, "db", None)
+    if db and summary.best_id is not None:
+        console.print(f"the best kernel: kernelevo show {db} --source best --out best_kernel.py", markup=False,
+                      highlight=False, soft_wrap=True)
 
 
 def run_report(store: Any) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class Summary:
     controller_ms: float  # controller CPU time per proposal (planning, prompts, recording, archive)
     proposals: int  # proposals made in this invocation
     models_failed: bool = False  # the run stopped because its models could not be called
+    db: str = ""  # the run database, for the commands the summary prints
 
 
 def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:

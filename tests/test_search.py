@@ -362,3 +362,49 @@ def test_a_run_whose_models_keep_failing_exits_3_and_says_what_to_fix(tmp_path: 
         out, err = p.communicate(timeout=300)
     assert p.returncode == 3, (out, err)
     assert "model calls in a row failed" in out and "models kept failing" in err and "--db" in err
+
+
+def test_the_user_gets_the_best_kernel_and_is_told_about_resuming(tmp_path: Path) -> None:
+    db = tmp_path / "run.db"
+    args = ("optimize", str(PROBLEMS / "softmax_small.py"), "--seed-kernel", str(CANDIDATES / "softmax_good.py"),
+            "--db", str(db), "--device", "cpu", "--budget", "2")
+    p = kernelevo(*args)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert f"kernelevo show {db} --source best --out best_kernel.py" in out
+    p = kernelevo("show", str(db), "--source", "best")
+    shown, _ = p.communicate(timeout=60)
+    report = Store(db, readonly=True)
+    try:
+        best = max((c for c in report.candidates() if c.verdict == "correct"), key=lambda c: c.speedup or 0)
+    finally:
+        report.close()
+    assert shown == best.source
+    target = tmp_path / "best.py"
+    p = kernelevo("show", str(db), "--out", str(target))
+    _, err = p.communicate(timeout=60)
+    assert target.read_text() == best.source and f"candidate #{best.id} written to {target}" in err
+    p = kernelevo("show", str(db), "--source", "99")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2 and "no candidate #99" in err
+    with Store(db, readonly=True) as s:
+        done = sum(c.status == "done" for c in s.candidates())
+    p = kernelevo(*args[:-1], "3")  # the same --db: a resumed run says so
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0 and f"kernelevo: resuming {db}: {done} evaluated, 0 pending" in err, err
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
+    def script(body: dict, i: int) -> str | dict:
+        return "OK" if body.get("max_tokens") == 1 else {"content": fenced(variant(i)), "delay": 0.5}
+
+    with ScriptedServer(script) as srv:
+        p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--model", "openai/cheap", "--api-base",
+                      srv.url, "--db", str(tmp_path / "run.db"), "--device", "cpu", "--budget", "500")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(srv.requests) < 3:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Resume with: kernelevo optimize" in err and f"--db {tmp_path / 'run.db'}" in err
