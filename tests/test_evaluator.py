@@ -170,3 +170,27 @@ def test_compile_baseline_times_the_compiled_reference_too(evaluators) -> None:
     assert compiles >= len(r.sizes)  # compiled in this run, once per size (earlier tests may share it)
     again = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
     assert again.ok and again.speedup_compiled and ev.baseline_compiles == compiles  # reused, not recompiled
+
+
+def test_scratch_folders_of_dead_runs_are_swept_at_start(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from kernelevo.evaluate.evaluator import OWNER_FILE, SCRATCH_PREFIX, _process_id, sweep_stale
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    dead_id = _process_id(child.pid)
+    child.wait()
+    dead, live, old, young = (tmp_path / f"{SCRATCH_PREFIX}{n}" for n in ("dead", "live", "old", "young"))
+    for d in (dead, live, old, young):
+        (d / "candidate-1").mkdir(parents=True)
+    (dead / OWNER_FILE).write_text(dead_id)
+    (live / OWNER_FILE).write_text(_process_id(os.getpid()))
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    other = tmp_path / "someone-elses-folder"
+    other.mkdir()
+    assert sorted(sweep_stale(tmp_path)) == sorted([dead, old])
+    assert live.exists() and young.exists() and other.exists() and not dead.exists() and not old.exists()
+    assert _process_id(os.getpid()) != f"{os.getpid()} ?"  # the start time is read, so a reused pid differs

@@ -9,6 +9,7 @@ happen here. A worker that hangs is killed at the deadline (``timeout``), one th
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import statistics
@@ -32,6 +33,38 @@ from kernelevo.evaluate.worker import CANDIDATE_FILE, LOG_FILE, PROGRESS_FILE
 from kernelevo.problem import Problem
 from kernelevo.reference import Reference, build_reference
 from kernelevo.settings import EvalSettings
+
+SCRATCH_PREFIX = "kernelevo-eval-"
+OWNER_FILE = "owner"
+
+
+def _process_id(pid: int) -> str:
+    """``pid`` and its start time (clock ticks since boot): a reused pid does not match."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            start = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{pid} {start}"
+
+
+def sweep_stale(root: Path) -> list[Path]:
+    """Remove scratch folders of evaluators whose process is gone (a killed run leaves its job data
+    behind otherwise). A folder without an owner file is left alone unless a day old. Returns what
+    was removed."""
+    removed = []
+    for d in root.glob(SCRATCH_PREFIX + "*"):
+        try:
+            owner = (d / OWNER_FILE).read_text().split()
+            gone = len(owner) == 2 and owner[0].isdigit() and _process_id(int(owner[0])).split() != owner
+        except FileNotFoundError:
+            gone = time.time() - d.stat().st_mtime > 86400
+        except OSError:
+            continue
+        if gone:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
 
 
 class _Stop(Exception):
@@ -118,7 +151,9 @@ class Evaluator:
         # The zygote's imports (~3 s) run while the reference is built here.
         self._zygote: sandbox.Zygote | None = sandbox.Zygote(device, s.allow_tf32)
         self._ref_worker: _Worker | None = None
-        self._dir = Path(tempfile.mkdtemp(prefix="kernelevo-eval-"))
+        sweep_stale(Path(tempfile.gettempdir()))
+        self._dir = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+        (self._dir / OWNER_FILE).write_text(_process_id(os.getpid()))
         try:
             self.reference: Reference = build_reference(problem, device, max(s.seed, 0), 2, True, s.allow_tf32)
         except BaseException:
