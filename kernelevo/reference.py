@@ -129,10 +129,33 @@ class Reference:
     warnings: tuple[str, ...] = ()  # the problem can be judged, but not well (shown to the user)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    # CUDA has its own class; the CPU allocator raises a plain RuntimeError saying so.
+    return isinstance(e, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))) or (
+        isinstance(e, RuntimeError) and ("can't allocate memory" in str(e) or "out of memory" in str(e)))
+
+
+def _shrink_hint(problem: Problem) -> str:
+    """``--set`` for the largest integer globals of the file, a sixteenth of their size."""
+    try:
+        mod = problem.namespace(problem.sizes[-1] if problem.sizes else {})
+    except Exception:  # noqa: BLE001 - only a hint
+        return ""
+    values = {k: v for k in problem.globals_ if isinstance(v := getattr(mod, k, None), int)
+              and not isinstance(v, bool) and v >= 64 and not k.isupper()}
+    big = sorted(values, key=lambda k: -values[k])[:2]
+    return " ".join(f"--set {k}={max(1, values[k] // 16)}" for k in big)
+
+
 def _call(problem: Problem, what: str, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     except Exception as e:
+        if _out_of_memory(e):
+            hint = _shrink_hint(problem)
+            raise ProblemError(f"{problem.path}: {what} ran out of memory; the problem is too large for this "
+                               f"machine: shrink its largest dimensions" + (f", e.g. {hint}" if hint else
+                                                                            " with --set name=value")) from e
         msg = str(e).strip().splitlines()
         raise ProblemError(
             f"{problem.path}: {what} raised {type(e).__name__}: {msg[0] if msg else ''}"

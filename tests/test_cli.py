@@ -79,3 +79,13 @@ def test_bad_problem_at_reference_time_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "get_inputs() raised KeyError" in r.stderr and "Traceback" not in r.stderr
     r = kernelevo("check", str(p), str(CANDIDATES / "softmax_good.py"), "--debug")
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_a_problem_too_large_for_the_machine_suggests_shrinking_it(tmp_path: Path) -> None:
+    f = tmp_path / "huge.py"
+    f.write_text("import torch\nimport torch.nn as nn\nbatch = 1 << 20\ndim = 1 << 20\nKEEP = 3\n"
+                 "class Model(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+                 "def get_inputs():\n    return [torch.randn(batch, dim)]\ndef get_init_inputs():\n    return []\n")
+    r = kernelevo("check", str(f), str(CANDIDATES / "softmax_good.py"))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "ran out of memory" in r.stderr and "--set batch=65536 --set dim=65536" in r.stderr
