@@ -143,7 +143,7 @@ def _shrink_hint(problem: Problem) -> str:
         return ""
     values = {k: v for k in problem.globals_ if isinstance(v := getattr(mod, k, None), int)
               and not isinstance(v, bool) and v >= 64 and not k.isupper()}
-    big = sorted(values, key=lambda k: -values[k])[:2]
+    big = sorted(values, key=lambda k: (-values[k], k))[:2]
     return " ".join(f"--set {k}={max(1, values[k] // 16)}" for k in big)
 
 
