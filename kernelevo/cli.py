@@ -6,13 +6,16 @@ import dataclasses
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from kernelevo.settings import Settings, SettingsError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+_D = Settings()  # the defaults --help names
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, rich_markup_mode=None,
+                  context_settings={"max_content_width": 100})
 
 
 EXIT_BAD_INPUT = 2  # bad input, or a model that cannot work at all (preflight)
@@ -57,7 +60,9 @@ def check(
     device: Annotated[
         str | None, typer.Option(help="cpu (Triton interpreter) or cuda; default: cuda if present")
     ] = None,
-    timeout: Annotated[float | None, typer.Option(help="seconds per candidate")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help=f"seconds per candidate (default {_D.eval.timeout_s:g})")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a problem global: name=value")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object per candidate per line")] = False,
     allow_tf32: Annotated[bool, typer.Option("--allow-tf32", help="allow TF32 in fp32 problems")] = False,
@@ -137,20 +142,38 @@ def check(
 @app.command()
 def optimize(
     problem: Annotated[Path, typer.Argument(help="problem file (KernelBench format)")],
-    model: Annotated[str | None, typer.Option(help="cheap model, litellm name (provider/model)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="cheap model, litellm name (default: none, the offline tuner)")
+    ] = None,
     strong_model: Annotated[str | None, typer.Option(help="strong model, called rarely")] = None,
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server for the models")] = None,
-    budget: Annotated[int | None, typer.Option(help="stop after this many candidates are evaluated")] = None,
-    max_cost: Annotated[float | None, typer.Option(help="stop at this many dollars of model calls")] = None,
-    max_time: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
-    db: Annotated[Path | None, typer.Option(help="run database; the same path resumes the run")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu (Triton interpreter) or cuda")] = None,
+    budget: Annotated[
+        int | None, typer.Option(help=f"stop after this many candidates are evaluated (default {_D.search.budget})")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="stop at this many dollars of model calls (default: no limit)")
+    ] = None,
+    max_time: Annotated[float | None, typer.Option(help="stop after this many seconds (default: no limit)")] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(help="run database; the same path resumes the run (default runs/<problem>-<device>.db)"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu (Triton interpreter) or cuda (default: cuda if present)")
+    ] = None,
     seed_kernel: Annotated[Path | None, typer.Option(help="starting kernel (default: the problem's seed.py)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a problem global: name=value")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
-    strategy: Annotated[str | None, typer.Option(help="archive (quality-diversity) or sample (baseline)")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="model calls in flight")] = None,
-    timeout: Annotated[float | None, typer.Option(help="seconds per candidate evaluation")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(help=f"archive (quality-diversity) or sample (baseline) (default {_D.search.strategy})"),
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help=f"model calls in flight (default {_D.search.concurrency})")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help=f"seconds per candidate evaluation (default {_D.eval.timeout_s:g})")
+    ] = None,
     compile_baseline: Annotated[
         bool, typer.Option("--compile-baseline", help="also time the reference under torch.compile")
     ] = False,
@@ -307,9 +330,34 @@ def calibrate(
     typer.echo(json.dumps({"path": str(calibration_path(key, root)), **cal.to_json()}, indent=1))
 
 
+# Plain metavars for --help (typer would print its Python types: <list[Path]>, <bool>).
+_METAVARS = {"set_": "NAME=VALUE", "candidates": "CANDIDATE", "problem": "PROBLEM", "db": "DB",
+             "model": "PROVIDER/MODEL", "strong_model": "PROVIDER/MODEL", "api_base": "URL",
+             "max_cost": "DOLLARS", "source": "best|ID"}
+
+
+def _plain_help(command: Any) -> Any:
+    """Plain metavars (FILE, N, SECONDS, TEXT) for --help; flags get none."""
+    names = {int: "N", float: "NUMBER", str: "TEXT", Path: "FILE"}
+    for cmd in getattr(command, "commands", {}).values() or [command]:
+        for param in cmd.params:
+            if getattr(param, "is_flag", False):
+                continue
+            desc = getattr(param, "type_descriptor", None)
+            kind = getattr(desc, "annotation", None)
+            label = _METAVARS.get(param.name) or names.get(kind)
+            if kind is float and "second" in (getattr(param, "help", "") or ""):
+                label = "SECONDS"
+            if label:
+                param.metavar = label
+            if not hasattr(param, "is_flag"):  # an argument: its metavar says it all
+                param.display_type = lambda ctx: ""  # type: ignore[method-assign]
+    return command
+
+
 def main() -> None:
     try:
-        app()
+        _plain_help(typer.main.get_command(app))()
     except KeyboardInterrupt:
         typer.echo("kernelevo: interrupted", err=True)
         sys.exit(130)

@@ -89,3 +89,17 @@ def test_a_problem_too_large_for_the_machine_suggests_shrinking_it(tmp_path: Pat
     r = kernelevo("check", str(f), str(CANDIDATES / "softmax_good.py"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "ran out of memory" in r.stderr and "--set batch=65536 --set dim=65536" in r.stderr
+
+
+def test_help_shows_plain_types_and_defaults() -> None:
+    for command in ("check", "optimize", "show"):
+        r = kernelevo(command, "--help")
+        assert r.returncode == 0, r.stderr
+        for leak in ("<bool>", "<list[", "<path>", "<str>", "``", ":class:"):
+            assert leak not in r.stdout, (command, leak)
+    r = kernelevo("optimize", "--help")
+    from kernelevo.settings import Settings
+
+    budget = Settings().search.budget
+    assert "--budget N" in r.stdout and f"(default {budget})" in r.stdout and "--set NAME=VALUE" in r.stdout
+    assert "--timeout SECONDS" in r.stdout and "--db DB" in r.stdout
