@@ -30,6 +30,27 @@ def _fail(message: str, debug: bool) -> None:
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
+class _Status:
+    """What check is doing, on stderr, while it does it (a terminal's spinner; plain lines when
+    asked for without a terminal); nothing when off."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def step(self, text: str) -> Any:
+        import contextlib
+
+        if not self.on:
+            return contextlib.nullcontext()
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            console.print(f"kernelevo: {text} ...", markup=False, highlight=False, soft_wrap=True)
+            return contextlib.nullcontext()
+        return console.status(text)
+
+
 def _default_device() -> str:
     import torch
 
@@ -78,6 +99,9 @@ def check(
     ] = False,
     cuda_graph: Annotated[bool, typer.Option("--cuda-graph", help="time as CUDA-graph replays (tiny kernels)")] = False,
     ncu: Annotated[bool, typer.Option("--ncu", help="Nsight Compute on each correct candidate (GPU)")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="say what is running, on stderr (default: on a terminal)",
+        show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
     """Judge candidate kernels against a problem's reference: correctness on every size, then timing."""
@@ -120,15 +144,19 @@ def check(
     from kernelevo.evaluate.evaluator import Evaluator
     from kernelevo.report import json_line, print_evaluations
 
+    show_progress = progress if progress is not None else sys.stderr.isatty()
+    status = _Status(show_progress)
     try:
-        evaluator = Evaluator(prob, dev, ev_settings)
+        with status.step(f"building the reference of {prob.name} ({len(prob.sizes)} sizes, on {dev})"):
+            evaluator = Evaluator(prob, dev, ev_settings)
     except ProblemError as e:
         _fail(str(e), debug)
     for warning in evaluator.reference.warnings:
         typer.echo(f"kernelevo: warning: {warning}", err=True)
     with evaluator:
-        for cand in cands:
-            result = evaluator.evaluate(cand)
+        for i, cand in enumerate(cands, 1):
+            with status.step(f"checking {cand.name} ({i}/{len(cands)})"):
+                result = evaluator.evaluate(cand)
             if ncu and result.ok and dev == "cuda":
                 from kernelevo.profile.finalist import with_ncu
 

@@ -103,3 +103,14 @@ def test_help_shows_plain_types_and_defaults() -> None:
     budget = Settings().search.budget
     assert "--budget N" in r.stdout and f"(default {budget})" in r.stdout and "--set NAME=VALUE" in r.stdout
     assert "--timeout SECONDS" in r.stdout and "--db DB" in r.stdout
+
+
+def test_check_says_what_it_is_doing_when_asked_and_not_in_pipes_by_default() -> None:
+    args = ("check", str(PROBLEMS / "softmax_small.py"), str(CANDIDATES / "softmax_good.py"), "--json")
+    r = kernelevo(*args, "--progress")
+    assert r.returncode == 0, r.stderr
+    assert "kernelevo: building the reference of softmax_small (2 sizes, on cpu) ..." in r.stderr
+    assert f"kernelevo: checking {CANDIDATES / 'softmax_good.py'} (1/1) ..." in r.stderr
+    assert json.loads(r.stdout)["verdict"] == "correct"  # stdout stays one JSON object per line
+    quiet = kernelevo(*args)
+    assert "building the reference" not in quiet.stderr  # not a terminal: silent unless asked
