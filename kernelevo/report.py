@@ -49,18 +49,20 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
         if ev.reason:
             console.print(f"  {ev.reason}", markup=False, highlight=False)
         if ev.sizes:
+            timed = ev.timing != "cpu-interpreter"  # the interpreter's times are not speed: not shown
             table = Table(box=None, padding=(0, 2), show_edge=False)
-            for col in ("size", "abs err", "rel err", "latency", "spread", "ref", "speedup", "launches"):
+            cols = ("size", "abs err", "rel err", *(("latency", "spread", "ref", "speedup") if timed else ()),
+                    "launches")
+            for col in cols:
                 table.add_column(col, justify="left" if col == "size" else "right")
             for s in ev.sizes:
+                timing = (_ms(s.latency_ms), "-" if s.latency_spread is None else f"{s.latency_spread:.1%}",
+                          _ms(s.reference_ms), "-" if not s.speedup else f"{s.speedup:.3g}x") if timed else ()
                 table.add_row(
                     ", ".join(f"{k}={v}" for k, v in s.size.items()) or "default",
                     "-" if s.max_abs_err is None else f"{s.max_abs_err:.2e}",
                     "-" if s.max_rel_err is None else f"{s.max_rel_err:.2e}",
-                    _ms(s.latency_ms),
-                    "-" if s.latency_spread is None else f"{s.latency_spread:.1%}",
-                    _ms(s.reference_ms),
-                    "-" if not s.speedup else f"{s.speedup:.3g}x",
+                    *timing,
                     "-" if s.launches is None else str(s.launches),
                 )
             console.print(table)
@@ -72,8 +74,6 @@ def print_evaluations(evals: Iterable[Evaluation], console: Console | None = Non
             console.print(f"  [dim]note: {note}[/dim]")
         if ev.seed is not None and not ev.ok:
             console.print(f"  [dim]reproduce with --seed {ev.seed}[/dim]")
-        if ev.timing == "cpu-interpreter":
-            console.print("  [dim]timed in Triton's interpreter on the CPU: not comparable with GPU timings[/dim]")
         if ev.error and ev.verdict in (Verdict.RUNTIME_ERROR, Verdict.COMPILE_ERROR, Verdict.CRASH):
             console.print("  " + ev.error.replace("\n", "\n  "), markup=False, highlight=False, style="dim")
 
@@ -126,7 +126,12 @@ class Progress:
 
 def print_summary(summary: Any, console: Console | None = None) -> None:
     console = console or Console()
-    best = "none correct" if summary.best_id is None else f"#{summary.best_id} at {summary.best_speedup:.3g}x"
+    if summary.best_id is None:
+        best = "none correct"
+    elif getattr(summary, "speed_measured", True):
+        best = f"#{summary.best_id} at {summary.best_speedup:.3g}x"
+    else:
+        best = f"#{summary.best_id} (correct; no speed on a CPU: measure it on a GPU)"
     console.print(f"stopped: {summary.stop_reason}", markup=False, highlight=False)
     console.print(f"evaluated {summary.evaluated}/{summary.budget}, best {best}, cells {summary.cells}, "
                   f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s", markup=False, highlight=False)
@@ -151,8 +156,9 @@ def run_report(store: Any) -> dict[str, Any]:
             "hybrid": bool(c.evaluation and c.evaluation.hybrid),
             "torch_share": c.evaluation.torch_share if c.evaluation else None,
         })
-    correct = [d for d in out if d["verdict"] == "correct" and d["speedup"]]
-    best = max(correct, key=lambda d: d["speedup"]) if correct else None
+    correct = [d for d in out if d["verdict"] == "correct"]
+    # On a CPU no candidate has a speedup: the first correct one stands for the run.
+    best = max(correct, key=lambda d: (d["speedup"] or 0.0, -d["id"])) if correct else None
     return {
         "problem": meta.get("problem"), "problem_path": meta.get("problem_path"), "device": meta.get("device"),
         "overrides": meta.get("overrides", {}), "best": best,

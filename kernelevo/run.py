@@ -6,6 +6,7 @@ model) does so here, with one line, before the evaluator starts or any candidate
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -95,7 +96,7 @@ class Run:
             summary = search.run()
         if self.device == "cuda" and summary.best_id is not None:
             self._profile_finalist(summary.best_id)
-        return summary
+        return dataclasses.replace(summary, speed_measured=self.device == "cuda")
 
     def _profile_finalist(self, cid: int) -> None:
         """Nsight Compute on the best candidate, once, after the search: explanation, not timing."""

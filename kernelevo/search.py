@@ -59,6 +59,7 @@ class Summary:
     proposals: int  # proposals made in this invocation
     models_failed: bool = False  # the run stopped because its models could not be called
     db: str = ""  # the run database, for the commands the summary prints
+    speed_measured: bool = True  # False on a CPU: best_speedup ranks nothing there
 
 
 def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -198,9 +199,13 @@ class Search:
 
     def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation) -> None:
         cell = None
-        if ev.ok and ev.speedup and ev.speedup > 0:
-            speedups = tuple(size_speedup(s) or 0.0 for s in ev.sizes)
-            entry = Entry(cand.id, ev.speedup, speedups, code_descriptors(cand.source, cand.language),
+        fitness, speedups = ev.speedup, tuple(size_speedup(s) or 0.0 for s in ev.sizes)
+        if ev.ok and fitness is None and ev.timing == "cpu-interpreter":
+            # No speed on a CPU: every correct candidate ranks the same (the first in a cell keeps it);
+            # the archive still spreads the search over kinds of kernels.
+            fitness, speedups = 1.0, tuple(1.0 for _ in ev.sizes)
+        if ev.ok and fitness and fitness > 0:
+            entry = Entry(cand.id, fitness, speedups, code_descriptors(cand.source, cand.language),
                           behaviour_descriptors(ev.sizes, self.stats, self.ceilings, ev.hybrid))
             res = self.archive.add(entry)
             cell = res.cell

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 import torch
 
 from kernelevo.candidate import Candidate
@@ -161,15 +160,13 @@ def test_compile_baseline_times_the_compiled_reference_too(evaluators) -> None:
     ev = evaluators("softmax_small", compile_baseline=True)
     r = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
     assert r.verdict.value == "correct", r.reason
-    assert all(s.compiled_ms and s.compiled_ms > 0 and s.compiled_speedup for s in r.sizes)
-    # Paired per block, like the eager baseline: the geomean over sizes of each size's median block ratio.
-    expected = (r.sizes[0].compiled_speedup * r.sizes[1].compiled_speedup) ** 0.5
-    assert r.speedup_compiled == pytest.approx(expected, rel=1e-3)
+    assert all(s.compiled_ms and s.compiled_ms > 0 for s in r.sizes)  # measured in blocks beside the eager one
+    assert r.speedup_compiled is None and all(s.compiled_speedup is None for s in r.sizes)  # but no speed on a CPU
     assert all(s.blocks == 3 for s in r.sizes)  # three CPU reps: one per block
     compiles = ev.baseline_compiles
     assert compiles >= len(r.sizes)  # compiled in this run, once per size (earlier tests may share it)
     again = ev.evaluate(Candidate.from_file(CANDIDATES / "softmax_good.py"))
-    assert again.ok and again.speedup_compiled and ev.baseline_compiles == compiles  # reused, not recompiled
+    assert again.ok and again.sizes[0].compiled_ms and ev.baseline_compiles == compiles  # reused, not recompiled
 
 
 def test_scratch_folders_of_dead_runs_are_swept_at_start(tmp_path: Path) -> None:
