@@ -175,8 +175,9 @@ def print_run(report: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"[bold]{report['problem']}[/bold] on {report['device']}: {report['evaluated']} evaluated, "
                   f"{report['pending']} pending, {report['cells']} archive cells")
     if best:
-        console.print(f"best: #{best['id']} {best['speedup']:.3g}x ({best['model'] or best['origin']}, "
-                      f"cell {best['cell']})", markup=False, highlight=False)
+        speed = f"{best['speedup']:.3g}x" if best["speedup"] else "correct (no speed on a CPU)"
+        console.print(f"best: #{best['id']} {speed} ({best['model'] or best['origin']}, cell {best['cell']})",
+                      markup=False, highlight=False)
     else:
         console.print("best: no correct candidate yet")
     table = Table(title="candidates", box=None, padding=(0, 2))
