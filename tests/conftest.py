@@ -25,6 +25,17 @@ CANDIDATES = TESTS / "candidates"
 ROOT = TESTS.parent
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _HAS_CUDA:
         return

@@ -12,7 +12,7 @@ import pytest
 
 from kernelevo.propose.llm import LLMClient, LLMError
 from kernelevo.settings import LLMSettings, Price
-from tests.conftest import ROOT
+from tests.conftest import ROOT, closed_port
 from tests.llm_server import ScriptedServer
 
 MSG = [{"role": "user", "content": "x" * 400}]
@@ -83,16 +83,6 @@ def test_importing_and_calling_reaches_only_the_model_server() -> None:
     assert seen and all("127.0.0.1" in s for s in seen), seen
 
 
-def _closed_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there now: connections are refused
-    return port
-
-
 def _timed_preflight(c: LLMClient, model: str) -> tuple[LLMError, float]:
     import time
 
@@ -104,7 +94,7 @@ def _timed_preflight(c: LLMClient, model: str) -> tuple[LLMError, float]:
 
 @pytest.mark.parametrize("base", ["http://127.0.0.1:{port}/v1", "http://no-such-host.invalid/v1"])
 def test_preflight_stops_at_once_when_no_server_answers(base: str) -> None:
-    c = client(base.format(port=_closed_port()), retries=5, backoff_s=5.0)
+    c = client(base.format(port=closed_port()), retries=5, backoff_s=5.0)
     err, took = _timed_preflight(c, "openai/m")
     assert err.fatal and "cannot reach" in str(err) and ("refused" in str(err) or "no such host" in str(err))
     assert took < 15 and "\n" not in str(err)  # no retries with back-off over a dead address

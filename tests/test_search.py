@@ -17,7 +17,7 @@ from kernelevo.problem import load_problem
 from kernelevo.run import open_run
 from kernelevo.settings import Settings
 from kernelevo.store import Store
-from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT, closed_port
 from tests.llm_server import ScriptedServer, fenced
 
 GOOD = (CANDIDATES / "softmax_good.py").read_text()
@@ -322,20 +322,10 @@ def test_max_time_stops_the_run_cleanly(tmp_path: Path) -> None:
         assert store.candidates("pending") == [] or all(c.origin == "tuner" for c in store.candidates("pending"))
 
 
-def _closed_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.parametrize("how", ["refused", "no key"])
 def test_a_model_that_cannot_work_stops_the_run_in_seconds(tmp_path: Path, how: str) -> None:
     """No server at --api-base, or no credentials for the provider: one line, exit 2, before any work."""
-    args = ["--api-base", f"http://127.0.0.1:{_closed_port()}/v1"] if how == "refused" else []
+    args = ["--api-base", f"http://127.0.0.1:{closed_port()}/v1"] if how == "refused" else []
     env_drop = ("OPENAI_API_KEY", "KERNELEVO_API_KEY")
     t0 = time.monotonic()
     p = kernelevo("optimize", str(PROBLEMS / "softmax_small.py"), "--model", "openai/gpt-4o-mini", *args,
