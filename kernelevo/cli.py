@@ -337,6 +337,26 @@ def show(
 
 
 @app.command()
+def export(
+    db: Annotated[Path, typer.Argument(help="run database written by kernelevo optimize")],
+    out: Annotated[Path | None, typer.Option(help="export folder (default kernels/<op>)", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Write the run's best kernel and per-size champions for the GPU type they were measured on, with a manifest."""
+    from kernelevo.deploy.export import ExportError, export_run
+    from kernelevo.store import StoreError
+
+    try:
+        target, manifest = export_run(db, out)
+    except (ExportError, StoreError) as e:
+        _fail(str(e), debug)
+    what = "correctness only (a CPU run: no speed known)" if manifest.correctness_only else \
+        f"best {manifest.best.speedup:.3g}x" if manifest.best.speedup else "best"
+    typer.echo(f"exported #{manifest.best.candidate} ({what}) and {len(manifest.champions)} per-size champions to "
+               f"{target}")
+
+
+@app.command()
 def calibrate(
     root: Annotated[Path, typer.Option(help="folder for the calibration file")] = Path("profiling"),
     force: Annotated[bool, typer.Option("--force", help="measure again even if a calibration exists")] = False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 from pathlib import Path
 
 from kernelevo import __version__
@@ -26,7 +27,13 @@ def _check_meta(store: Store, problem: Problem, device: str) -> None:
             "device": device}
     meta = store.meta()
     if "problem_digest" not in meta:
-        store.set_meta({**want, "problem_path": str(problem.path), "kernelevo": __version__})
+        from dataclasses import asdict
+
+        from kernelevo.profile.gpu import gpu_fingerprint, software_fingerprint
+
+        gpu = gpu_fingerprint().key if device == "cuda" else "cpu"  # what the timings are valid for
+        store.set_meta({**want, "problem_path": str(problem.path), "kernelevo": __version__, "gpu_key": gpu,
+                        "versions": asdict(software_fingerprint()), "created": time.time()})
         return
     for key, value in want.items():
         if meta.get(key) != value:

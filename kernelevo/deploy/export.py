@@ -1,0 +1,157 @@
+"""``kernelevo export``: a run's winners as files a model can load, with the facts that make
+them trustworthy.
+
+Layout of an export folder (one per op)::
+
+    <out>/problem.py            the problem the kernels were verified against (shared)
+    <out>/<gpu-key>/best.py     the best kernel over all sizes
+    <out>/<gpu-key>/size<i>.py  the champion of each size (the fastest there), when it differs
+    <out>/<gpu-key>/manifest.json
+
+One folder per GPU type, so exporting a run from a second GPU type adds beside the first and
+never overwrites it. A CPU run exports under ``cpu`` marked ``correctness_only``: its kernels
+are right, but nothing about their speed is known, so no loader may choose them by speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kernelevo.evaluate.verdict import size_speedup
+from kernelevo.store import Store, StoredCandidate
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported; the message is one line."""
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    file: str
+    candidate: int
+    sha256: str
+    sizes: list[int]  # indices into the manifest's sizes where this kernel is the champion
+    speedup: float | None  # geometric mean against eager over all sizes (None: not measured)
+    speedup_compiled: float | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    op: str
+    gpu_key: str
+    correctness_only: bool
+    problem_file: str
+    problem_sha256: str
+    overrides: dict[str, Any]
+    atol: float | None
+    rtol: float | None
+    sizes: list[dict[str, Any]]  # per verified size: its globals, dtypes seen, errors, speedups
+    best: KernelEntry
+    champions: list[KernelEntry] = field(default_factory=list)
+    versions: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    manifest_version: int = MANIFEST_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _best(cands: list[StoredCandidate], measured: bool) -> StoredCandidate:
+    correct = [c for c in cands if c.verdict == "correct" and c.evaluation is not None]
+    if not correct:
+        raise ExportError("the run has no correct candidate to export")
+    if not measured:
+        return min(correct, key=lambda c: c.id)  # no speed on a CPU: the first correct one
+    return max(correct, key=lambda c: (c.speedup or 0.0, -c.id))
+
+
+def _champions(cands: list[StoredCandidate], n_sizes: int) -> list[StoredCandidate | None]:
+    """Per size, the correct candidate measured fastest there."""
+    out: list[StoredCandidate | None] = []
+    correct = [c for c in cands if c.verdict == "correct" and c.evaluation and len(c.evaluation.sizes) == n_sizes]
+    for i in range(n_sizes):
+        scored = [(size_speedup(c.evaluation.sizes[i]) or 0.0, -c.id, c) for c in correct if c.evaluation]
+        out.append(max(scored)[2] if scored and max(scored)[0] > 0 else None)
+    return out
+
+
+def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
+    """Write the run's best kernel and per-size champions under ``out`` (default ``kernels/<op>``)."""
+    with Store(db, readonly=True) as store:
+        meta = store.meta()
+        cands = store.candidates()
+    op = meta.get("problem")
+    problem_path = Path(meta.get("problem_path", ""))
+    if not op or not problem_path.name:
+        raise ExportError(f"{db}: the run records no problem; was it made by kernelevo optimize?")
+    try:
+        problem_source = problem_path.read_text()
+    except OSError:
+        raise ExportError(f"{db}: the run's problem file {problem_path} is gone; the kernels cannot be "
+                          "exported without the problem they were verified against") from None
+    if hashlib.sha256(problem_source.encode()).hexdigest()[:16] != meta.get("problem_digest"):
+        raise ExportError(f"{problem_path}: changed since the run verified its kernels against it; run "
+                          "optimize again (or check the kernels) before exporting")
+    gpu_key = str(meta.get("gpu_key") or meta.get("device") or "unknown")
+    measured = meta.get("device") == "cuda"
+    best = _best(cands, measured)
+    assert best.evaluation is not None
+    n = len(best.evaluation.sizes)
+    champions = _champions(cands, n) if measured else [None] * n
+    folder = (out or Path("kernels") / op)
+    target = folder / gpu_key
+    shared = folder / "problem.py"
+    if shared.exists() and shared.read_text() != problem_source:
+        raise ExportError(f"{shared}: a different problem is exported here already; give another --out")
+    target.mkdir(parents=True, exist_ok=True)
+    shared.write_text(problem_source)
+
+    def entry(c: StoredCandidate, name: str, sizes: list[int]) -> KernelEntry:
+        (target / name).write_text(c.source)
+        ev = c.evaluation
+        return KernelEntry(name, c.id, source_hash(c.source), sizes, ev.speedup if ev else None,
+                           ev.speedup_compiled if ev else None)
+
+    best_sizes = [i for i, c in enumerate(champions) if c is None or c.id == best.id]
+    best_entry = entry(best, "best.py", best_sizes if measured else list(range(n)))
+    others: dict[int, list[int]] = {}
+    for i, c in enumerate(champions):
+        if c is not None and c.id != best.id:
+            others.setdefault(c.id, []).append(i)
+    by_id = {c.id: c for c in cands}
+    champion_entries = [entry(by_id[cid], f"size{'_'.join(map(str, idx))}.py", idx) for cid, idx in others.items()]
+    sizes = []
+    for i, s in enumerate(best.evaluation.sizes):
+        sizes.append({"size": s.size, "max_abs_err": s.max_abs_err, "max_rel_err": s.max_rel_err,
+                      "speedup": s.speedup if measured else None, "compiled_speedup": s.compiled_speedup if measured
+                      else None, "latency_ms": s.latency_ms if measured else None,
+                      "champion": (champions[i].id if champions[i] is not None else best.id)})
+    atol = rtol = None
+    try:
+        from kernelevo.problem import load_problem
+
+        prob = load_problem(problem_path, meta.get("overrides") or {}, device="cuda" if measured else "cpu")
+        atol, rtol = prob.atol, prob.rtol
+    except Exception:  # noqa: BLE001 - the tolerances are informative; the kernels are what matter
+        pass
+    manifest = Manifest(
+        op=op, gpu_key=gpu_key, correctness_only=not measured, problem_file="../problem.py",
+        problem_sha256=hashlib.sha256(problem_source.encode()).hexdigest(), overrides=meta.get("overrides") or {},
+        atol=atol, rtol=rtol, sizes=sizes, best=best_entry, champions=champion_entries,
+        versions=meta.get("versions") or {}, run={"db": str(db.resolve()), "created": meta.get("created"),
+                                                   "exported": time.time(), "kernelevo": meta.get("kernelevo")},
+    )
+    (target / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1, default=str) + "\n")
+    return target, manifest
