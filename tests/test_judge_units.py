@@ -1468,3 +1468,10 @@ def test_pick_falls_back_to_the_top_then_below_it_then_the_bottom() -> None:
     assert _pick(rng, 7, 8, uniform=True) == 7 and _pick(rng, 8, 8) == 8 and _pick(rng, 1, 2) == 2
     assert _pick(rng, 0, 0) == 1  # ranges start at 1
     assert [_pick(random.Random(s), 3, 1000) for s in range(4)] == [_pick(random.Random(s), 3, 1000) for s in range(4)]
+
+
+def test_an_unwritten_tail_starts_where_the_kernel_stopped_even_if_an_element_matches_by_chance() -> None:
+    e = torch.arange(1.0, 21.0)
+    e[10] = 1e-9  # the reference is ~0 there: the unwritten 0 matches it within atol
+    a = torch.cat([e[:10], torch.zeros(10)])
+    assert describe_mismatch(a, e, FP32) == "elements 10 and beyond are never written? (the first 10 are right)"
