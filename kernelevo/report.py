@@ -128,16 +128,15 @@ def print_summary(summary: Any, console: Console | None = None) -> None:
     console = console or Console()
     if summary.best_id is None:
         best = "none correct"
-    elif getattr(summary, "speed_measured", True):
+    elif summary.speed_measured:
         best = f"#{summary.best_id} at {summary.best_speedup:.3g}x"
     else:
         best = f"#{summary.best_id} (correct; no speed on a CPU: measure it on a GPU)"
     console.print(f"stopped: {summary.stop_reason}", markup=False, highlight=False)
     console.print(f"evaluated {summary.evaluated}/{summary.budget}, best {best}, cells {summary.cells}, "
                   f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s", markup=False, highlight=False)
-    db = getattr(summary, "db", None)
-    if db and summary.best_id is not None:
-        console.print(f"the best kernel: kernelevo show {db} --source best --out best_kernel.py", markup=False,
+    if summary.db and summary.best_id is not None:
+        console.print(f"the best kernel: kernelevo show {summary.db} --source best --out best_kernel.py", markup=False,
                       highlight=False, soft_wrap=True)
 
 

@@ -105,10 +105,10 @@ def _check_ours(path: Path) -> None:
 def _check_writable(path: Path, existing: bool) -> None:
     """The run writes the database and, in WAL mode, two files beside it: say which cannot be written."""
     folder = path.parent
-    missing = next((p for p in [folder, *folder.parents] if p.exists()), None)
+    nearest = next((p for p in [folder, *folder.parents] if p.exists()), None)
     if not folder.exists():
-        if missing is not None and not os.access(missing, os.W_OK | os.X_OK):
-            raise StoreError(f"{path}: cannot create the folder {folder}: {missing} is not writable")
+        if nearest is not None and not os.access(nearest, os.W_OK | os.X_OK):
+            raise StoreError(f"{path}: cannot create the folder {folder}: {nearest} is not writable")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:

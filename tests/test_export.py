@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kernelevo.deploy.export import ExportError, export_run, source_hash
+from kernelevo.deploy.export import ExportError, export_run
 from kernelevo.problem import load_problem
+from kernelevo.propose.tuner import source_digest
 from kernelevo.run import open_run
 from kernelevo.settings import Settings
 from tests.conftest import CANDIDATES, PROBLEMS
@@ -32,7 +33,7 @@ def test_a_cpu_run_exports_its_first_correct_kernel_as_correctness_only(cpu_run:
     assert target == tmp_path / "softmax" / "cpu" and manifest.correctness_only and manifest.gpu_key == "cpu"
     data = json.loads((target / "manifest.json").read_text())
     best = (target / "best.py").read_text()
-    assert data["best"]["sha256"] == source_hash(best) and data["best"]["candidate"] == 1
+    assert data["best"]["sha256"] == source_digest(best) and data["best"]["candidate"] == 1
     assert all(s["speedup"] is None and s["latency_ms"] is None for s in data["sizes"])  # nothing about speed
     assert [s["size"] for s in data["sizes"]] == [s for s in load_problem(PROBLEMS / "softmax_small.py").sizes]
     assert (tmp_path / "softmax" / "problem.py").read_text() == (PROBLEMS / "softmax_small.py").read_text()

@@ -1007,10 +1007,7 @@ def test_extra_size_budget_steps(tmp_path) -> None:
     import random as _random
 
     f = tmp_path / "p.py"
-    f.write_text("import torch\nimport torch.nn as nn\na = 10\nb = 10\nc = 10\n"
-                 "class Model(nn.Module):\n    def forward(self, x):\n        return x\n"
-                 "def get_inputs():\n    return [torch.randn(a, b, c)]\ndef get_init_inputs():\n    return []\n"
-                 'SIZES = [{"a": 10, "b": 10, "c": 10}, {"a": 20, "b": 30, "c": 40}]\n')
+    f.write_text(_ABC)
     p = load_problem(f)
     m = p.namespace(p.sizes[0])
     seen = []

@@ -44,6 +44,7 @@ class FakeClock:
     """Logs what the loop asks of the device; each call of the model takes ``call_ms`` of fake time."""
 
     def __init__(self, call_ms: float = 1.0) -> None:
+        self.windows = True
         self.log: list[str] = []
         self.now = 0.0
         self.call_ms = call_ms

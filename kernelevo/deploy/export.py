@@ -15,7 +15,6 @@ are right, but nothing about their speed is known, so no loader may choose them 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kernelevo.evaluate.verdict import size_speedup
+from kernelevo.propose.tuner import source_digest
 from kernelevo.store import Store, StoredCandidate
 
 MANIFEST = "manifest.json"
@@ -31,10 +31,6 @@ MANIFEST_VERSION = 1
 
 class ExportError(ValueError):
     """A run that cannot be exported; the message is one line."""
-
-
-def source_hash(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -101,7 +97,7 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
     except OSError:
         raise ExportError(f"{db}: the run's problem file {problem_path} is gone; the kernels cannot be "
                           "exported without the problem they were verified against") from None
-    if hashlib.sha256(problem_source.encode()).hexdigest()[:16] != meta.get("problem_digest"):
+    if source_digest(problem_source)[:16] != meta.get("problem_digest"):  # Problem.digest
         raise ExportError(f"{problem_path}: changed since the run verified its kernels against it; run "
                           "optimize again (or check the kernels) before exporting")
     gpu_key = str(meta.get("gpu_key") or meta.get("device") or "unknown")
@@ -121,7 +117,7 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
     def entry(c: StoredCandidate, name: str, sizes: list[int]) -> KernelEntry:
         (target / name).write_text(c.source)
         ev = c.evaluation
-        return KernelEntry(name, c.id, source_hash(c.source), sizes, ev.speedup if ev else None,
+        return KernelEntry(name, c.id, source_digest(c.source), sizes, ev.speedup if ev else None,
                            ev.speedup_compiled if ev else None)
 
     best_sizes = [i for i, c in enumerate(champions) if c is None or c.id == best.id]
@@ -148,7 +144,7 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
         pass
     manifest = Manifest(
         op=op, gpu_key=gpu_key, correctness_only=not measured, problem_file="../problem.py",
-        problem_sha256=hashlib.sha256(problem_source.encode()).hexdigest(), overrides=meta.get("overrides") or {},
+        problem_sha256=source_digest(problem_source), overrides=meta.get("overrides") or {},
         atol=atol, rtol=rtol, sizes=sizes, best=best_entry, champions=champion_entries,
         versions=meta.get("versions") or {}, run={"db": str(db.resolve()), "created": meta.get("created"),
                                                    "exported": time.time(), "kernelevo": meta.get("kernelevo")},

@@ -71,10 +71,10 @@ def unreachable(e: BaseException) -> str | None:
     class litellm wrapped it in; None for a server that answered or timed out."""
     import socket
 
-    for x in _chain(e):
-        if isinstance(x, (TimeoutError, socket.timeout)) or "Timeout" in type(x).__name__:
-            return None
     chain = _chain(e)
+    for x in chain:
+        if isinstance(x, TimeoutError) or "Timeout" in type(x).__name__:
+            return None
     for x in chain:  # the socket's own reason first, however deep
         if isinstance(x, ConnectionRefusedError):
             return "connection refused"
@@ -86,6 +86,7 @@ def unreachable(e: BaseException) -> str | None:
         if type(x).__module__.startswith("openai") and type(x).__name__ == "OpenAIError":
             return f"the client refused to send it: {' '.join(str(x).split())[:160]}"  # missing credentials
     return None
+
 
 def _classify(e: Exception) -> tuple[bool, str]:
     """(fatal, one line). Anything not known to be transient after retries also ends up fatal
