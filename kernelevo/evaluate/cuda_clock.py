@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -30,7 +29,7 @@ _PERSISTING_L2_LIMIT = 0x06  # cudaLimitPersistingL2CacheSize
 
 @triton.jit
 def _kernelevo_l2_flush_kernel(buf_ptr, n, BLOCK: tl.constexpr):
-    """Writes ``n`` bytes of ``buf`` (2 x L2): every line a candidate left in L2 is evicted."""
+    """Writes ``n`` int32 words of ``buf`` (2 x L2 bytes): every line a candidate left in L2 is evicted."""
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     tl.store(buf_ptr + offs, tl.zeros((BLOCK,), dtype=tl.int32), mask=offs < n)
@@ -130,10 +129,8 @@ class CudaClock:
     def mark(self) -> None:
         _kernelevo_mark_kernel[(1,)](self._mark)
 
-    @contextlib.contextmanager
-    def trace(self) -> Iterator[list[Kernel]]:
-        with kernel_trace() as kernels:
-            yield kernels
+    def trace(self) -> contextlib.AbstractContextManager[list[Kernel]]:
+        return kernel_trace()
 
     def sample(self) -> Any:
         s = nvml_sample(self._device)
