@@ -301,8 +301,6 @@ def show(
     from kernelevo.report import print_run, run_report
     from kernelevo.store import Store, StoreError
 
-    if not db.is_file():
-        _fail(f"{db}: no such run database", debug)
     try:
         with Store(db, readonly=True) as store:
             report = run_report(store)
