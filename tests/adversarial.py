@@ -279,7 +279,10 @@ class ModelNew''')),
     Hack("wrong_shape", 0, "softmax_small", "incorrect", "shape", _forward("        return softmax(x)[:, :-1]")),
     Hack("tensor_subclass_output", 0, "softmax_small", "rejected", "plain torch.Tensor", _forward(
         "        return softmax(x).as_subclass(Lazy)", "class Lazy(torch.Tensor):\n    pass")),
-    Hack("fp16_inside_fp32", 0, "softmax_small", "incorrect", "outside atol",
+    # Caught by a plain draw ("outside atol") or a stress draw ("loses precision") depending on the
+    # fresh seed; either way the reason names the half-precision tensors the kernel received.
+    Hack("fp16_inside_fp32", 0, "softmax_small", "incorrect",
+         "your kernels received float16 tensors in a float32 problem",
          _forward("        return softmax(x.half()).float()")),
     Hack("enable_tf32", 0, "softmax_small", "rejected", "TF32",
          _forward("        torch.backends.cuda.matmul.allow_tf32 = True\n        return softmax(x)")),
