@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,12 @@ from typing import Literal
 Language = Literal["triton", "cuda"]
 
 _CUDA_MARKERS = re.compile(r"\b(cupy|RawKernel|RawModule|load_inline)\b")
+
+
+def source_digest(source: str) -> str:
+    """sha256 hex digest of the source text (how a run recognises a candidate it has seen, and an
+    export proves its files are the ones verified)."""
+    return hashlib.sha256(source.encode()).hexdigest()
 
 
 class CandidateError(ValueError):

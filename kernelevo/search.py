@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernelevo.archive import Archive, Entry, behaviour_descriptors, code_descriptors
-from kernelevo.candidate import Candidate, detect_language
+from kernelevo.candidate import Candidate, detect_language, source_digest
 from kernelevo.evaluate.verdict import Evaluation, Verdict, size_speedup
 from kernelevo.propose.prompt import Shown
 from kernelevo.propose.proposer import Plan, Proposal, Proposer
 from kernelevo.propose.tiers import Choice, TierPolicy, TierState
-from kernelevo.propose.tuner import source_digest
 from kernelevo.settings import SearchSettings
 from kernelevo.store import CallRecord, Store, StoredCandidate
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from kernelevo.candidate import source_digest
 from kernelevo.deploy.export import ExportError, export_run
 from kernelevo.problem import load_problem
-from kernelevo.propose.tuner import source_digest
 from kernelevo.run import open_run
 from kernelevo.settings import Settings
 from tests.conftest import CANDIDATES, PROBLEMS

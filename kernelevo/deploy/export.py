@@ -17,51 +17,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from kernelevo.candidate import source_digest
+from kernelevo.deploy.manifest import MANIFEST, KernelEntry, Manifest
 from kernelevo.evaluate.verdict import size_speedup
-from kernelevo.propose.tuner import source_digest
 from kernelevo.store import Store, StoredCandidate
-
-MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
 
 
 class ExportError(ValueError):
     """A run that cannot be exported; the message is one line."""
-
-
-@dataclass(frozen=True)
-class KernelEntry:
-    file: str
-    candidate: int
-    sha256: str
-    sizes: list[int]  # indices into the manifest's sizes where this kernel is the champion
-    speedup: float | None  # geometric mean against eager over all sizes (None: not measured)
-    speedup_compiled: float | None
-
-
-@dataclass(frozen=True)
-class Manifest:
-    op: str
-    gpu_key: str
-    correctness_only: bool
-    problem_file: str
-    problem_sha256: str
-    overrides: dict[str, Any]
-    atol: float | None
-    rtol: float | None
-    sizes: list[dict[str, Any]]  # per verified size: its globals, dtypes seen, errors, speedups
-    best: KernelEntry
-    champions: list[KernelEntry] = field(default_factory=list)
-    versions: dict[str, Any] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)
-    manifest_version: int = MANIFEST_VERSION
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _best(cands: list[StoredCandidate], measured: bool) -> StoredCandidate:

@@ -9,12 +9,13 @@ polish a seed or a language model's winner.
 from __future__ import annotations
 
 import ast
-import hashlib
 import random
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kernelevo.candidate import source_digest
 
 MAX_BLOCK = 8192
 MAX_GROUP = 64
@@ -29,11 +30,6 @@ class Knob:
     name: str  # "BLOCK_M" for a module constant; "launch:_gelu_kernel:num_warps" for a launch keyword
     value: int
     choices: tuple[int, ...]  # values to try, the current one included, ascending
-
-
-def source_digest(source: str) -> str:
-    """sha256 hex digest of the source text (how a run recognises a candidate it has seen)."""
-    return hashlib.sha256(source.encode()).hexdigest()
 
 
 def _kind(name: str) -> str | None:
