@@ -12,6 +12,7 @@ import tomllib
 # Environment variables kernelevo itself reads (Triton, PyTorch and litellm read their own).
 ENV_CONFIG = "KERNELEVO_CONFIG"  # path of a TOML settings file
 ENV_DEBUG = "KERNELEVO_DEBUG"  # "1": print tracebacks for bad input
+ENV_TRITON_INTERPRET = "TRITON_INTERPRET"  # Triton's own: "1" runs kernels on the CPU in its interpreter
 ENV_API_KEY = "KERNELEVO_API_KEY"  # key sent to an --api-base server when the provider's own variable is unset
 
 
@@ -169,3 +170,8 @@ def _apply(current: Any, cls: type, table: Any, name: str, origin: str) -> Any:
 
 def api_key_from_env() -> str | None:
     return os.environ.get(ENV_API_KEY) or None
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton kernels in this process run in Triton's CPU interpreter."""
+    return os.environ.get(ENV_TRITON_INTERPRET) == "1"
