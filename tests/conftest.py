@@ -83,3 +83,22 @@ def file_evaluators():
     yield get
     for ev in made.values():
         ev.close()
+
+
+def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1) -> Path:
+    """An export folder made the way a user makes one: an offline ``optimize`` run seeded with
+    ``kernel`` (on this CPU: correctness only), then ``export``. Returns the op folder."""
+    from kernelevo.deploy.export import export_run
+    from kernelevo.problem import load_problem
+    from kernelevo.run import open_run
+    from kernelevo.settings import Settings
+
+    root.mkdir(parents=True, exist_ok=True)
+    local = root / f"{problem.stem}.py"
+    local.write_text(problem.read_text())
+    settings = Settings().updated({"search": {"budget": budget}})
+    with open_run(load_problem(local), "cpu", settings, root / f"{problem.stem}.db", kernel.read_text(),
+                  kernel.name) as run:
+        run.search()
+    target, _ = export_run(root / f"{problem.stem}.db", root / "kernels" / problem.stem)
+    return target.parent

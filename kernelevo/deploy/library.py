@@ -15,9 +15,10 @@ that was never judged.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +28,19 @@ from torch.utils import _pytree as pytree
 NAMESPACE = "kernelevo"
 _lock = threading.Lock()
 _ops: dict[str, Any] = {}  # name -> the registered op (a name can be registered once per process)
+_local = threading.local()  # the module a loaded op runs its kernel op with, for the call in progress
+
+
+@contextlib.contextmanager
+def running(module: torch.nn.Module) -> Iterator[None]:
+    """Run kernel ops with ``module`` (the caller's own instance: its device, its attributes).
+    Outside (``opcheck``, a deserialised graph) an op uses the instance it was registered with."""
+    saved = getattr(_local, "module", None)
+    _local.module = module
+    try:
+        yield
+    finally:
+        _local.module = saved
 
 
 def _aliases(out: torch.Tensor, tensors: Sequence[torch.Tensor]) -> bool:
@@ -66,13 +80,60 @@ def register(
             return pytree.tree_leaves(functional_call(module, dict(zip(names, state, strict=True)), tuple(args)))
 
         def impl(inputs: list[torch.Tensor], state: list[torch.Tensor]) -> list[torch.Tensor]:
+            module = getattr(_local, "module", None) or kernel
             # A custom op may not return a view of its inputs; a copy keeps the schema honest.
-            return [o.clone() if _aliases(o, [*inputs, *state]) else o for o in call(kernel, inputs, state)]
+            return [o.clone() if _aliases(o, [*inputs, *state]) else o for o in call(module, inputs, state)]
 
         def fake(inputs: list[torch.Tensor], state: list[torch.Tensor]) -> list[torch.Tensor]:
             return [o.clone() for o in call(reference, inputs, state)]
 
         op = torch.library.custom_op(f"{NAMESPACE}::{name}", impl, mutates_args=())
         op.register_fake(fake)
+        _ops[name] = op
+        return op
+
+
+def register_dispatch(
+    name: str,
+    run: Callable[[tuple[torch.Tensor, ...], dict[str, torch.Tensor]], Any],
+    reference: torch.nn.Module,
+    state_names: Sequence[str],
+) -> Callable[..., Any]:
+    """The op ``kernelevo::<name>`` that a compiled graph calls for a loaded op: at run time it
+    picks the verified kernel or the reference (``run``, given the call's tensors and state), so
+    choosing stays eager Python while the graph holds one opaque call. Its fake is the reference."""
+    with _lock:
+        if name in _ops:
+            return _ops[name]
+        names = list(state_names)
+
+        def impl(inputs: list[torch.Tensor], state: list[torch.Tensor]) -> list[torch.Tensor]:
+            out = pytree.tree_leaves(run(tuple(inputs), dict(zip(names, state, strict=True))))
+            return [o.clone() if _aliases(o, [*inputs, *state]) else o for o in out]
+
+        def fake(inputs: list[torch.Tensor], state: list[torch.Tensor]) -> list[torch.Tensor]:
+            out = functional_call(reference, dict(zip(names, state, strict=True)), tuple(inputs))
+            return [o.clone() for o in pytree.tree_leaves(out)]
+
+        op = torch.library.custom_op(f"{NAMESPACE}::{name}", impl, mutates_args=())
+        op.register_fake(fake)
+
+        # The kernels are forward-only. A graph that trains through the op (an exported program
+        # fine-tuned later) gets the reference's gradient, recomputed: right, if not fast.
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.n = len(inputs[0])
+            ctx.save_for_backward(*inputs[0], *inputs[1])
+
+        def backward(ctx: Any, grads: list[torch.Tensor]) -> tuple[list[torch.Tensor | None], ...]:
+            saved = ctx.saved_tensors
+
+            def ref(*ts: torch.Tensor) -> list[torch.Tensor]:
+                out = functional_call(reference, dict(zip(names, ts[ctx.n:], strict=True)), ts[:ctx.n])
+                return pytree.tree_leaves(out)
+            _, vjp = torch.func.vjp(ref, *saved)
+            g = vjp(list(grads))
+            return list(g[:ctx.n]), list(g[ctx.n:])
+
+        op.register_autograd(backward, setup_context=setup_context)
         _ops[name] = op
         return op

@@ -14,12 +14,15 @@ breaks because of kernelevo.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import itertools
 import linecache
 import logging
 import sys
 import threading
 import types
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,7 @@ class LoadError(ValueError):
 
 _modules: dict[str, types.ModuleType] = {}  # kernel sha256 -> its module: import (and JIT) once
 _modules_lock = threading.Lock()
+_serial = itertools.count()  # dispatch ops are per module: each holds its own choices and notes
 
 
 def import_kernel(path: Path, source: str) -> types.ModuleType:
@@ -86,6 +90,11 @@ class _Entry:
         return self.export.manifest
 
 
+def _needs_grad(tensors: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    """Whether autograd would record this call (state_dict() detaches, so ask the parameters)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in [*tensors, *module.parameters()])
+
+
 def _device_key(device: torch.device, cache: dict[str, str]) -> str | None:
     from kernelevo.settings import triton_interpreted
 
@@ -111,8 +120,9 @@ class ExportedOp(torch.nn.Module):
     """
 
     def __init__(self, op: str, op_dir: Path, reference: torch.nn.Module, init_inputs: tuple[Any, ...],
-                 entries: dict[str, _Entry], notes: list[str]) -> None:
+                 entries: dict[str, _Entry], notes: list[str], out_spec: pytree.TreeSpec | None) -> None:
         super().__init__()
+        self._out_spec_default = out_spec
         self.op, self.op_dir = op, op_dir
         self.reference = reference
         self.init_inputs = init_inputs
@@ -125,6 +135,17 @@ class ExportedOp(torch.nn.Module):
         self._checked: dict[tuple[str, Signature], bool] = {}  # bucket signatures tried once
         for note in notes:
             self._say(note)
+        me = weakref.ref(self)
+
+        def run(inputs: tuple[torch.Tensor, ...], state: dict[str, torch.Tensor]) -> Any:
+            owner = me()
+            assert owner is not None, "a compiled graph outlived its kernelevo module"
+            params = {f"reference.{k}": v for k, v in state.items()}
+            return torch.func.functional_call(owner, params, inputs)
+
+        self.kernel_ops: dict[str, Any] = {}  # "<gpu-key>/<file>" -> its torch.ops.kernelevo op, once used
+        name = f"{library.op_name(op, '', repr(init_inputs), '')}_{next(_serial)}"
+        self.dispatch_op = library.register_dispatch(name, run, reference, list(reference.state_dict()))
 
     @property
     def gpu_keys(self) -> list[str]:
@@ -151,7 +172,7 @@ class ExportedOp(torch.nn.Module):
         state = self.reference.state_dict()
         if not tensors:
             return None
-        if torch.is_grad_enabled() and any(t.requires_grad for t in [*tensors, *state.values()]):
+        if _needs_grad(tensors, self.reference):
             self._say("autograd is on (the exported kernels are forward-only)")
             return None
         devices = {t.device for t in [*tensors, *state.values()]}
@@ -195,7 +216,9 @@ class ExportedOp(torch.nn.Module):
                                repr(template))
         slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         op = library.register(name, entry.kernels[file], self.reference, names, template, slots)
-        leaves = op([a for a in args if isinstance(a, torch.Tensor)], [state[n] for n in names])
+        self.kernel_ops[f"{entry.manifest.gpu_key}/{file}"] = op
+        with library.running(entry.kernels[file]):
+            leaves = op([a for a in args if isinstance(a, torch.Tensor)], [state[n] for n in names])
         return pytree.tree_unflatten(leaves, self._out_spec(args))
 
     def _out_spec(self, args: tuple[Any, ...]) -> pytree.TreeSpec:
@@ -206,6 +229,23 @@ class ExportedOp(torch.nn.Module):
         return pytree.tree_flatten(out)[1]
 
     def forward(self, *args: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return self._traced(args)
+        return self._eager(args)
+
+    def _traced(self, args: tuple[Any, ...]) -> Any:
+        """Under torch.compile/export: one opaque dispatch call, chosen at run time; or the plain
+        reference where kernels never run (non-tensor arguments, autograd)."""
+        state = self.reference.state_dict()
+        tensors_only = all(isinstance(a, torch.Tensor) for a in args)
+        # Exporting: the graph is for deployment, so the kernel's op, whose gradient is the reference's.
+        grad = not torch.compiler.is_exporting() and _needs_grad(list(args), self.reference)
+        if not tensors_only or self._out_spec_default is None or grad:
+            return self.reference(*args)
+        leaves = self.dispatch_op(list(args), list(state.values()))
+        return pytree.tree_unflatten(leaves, self._out_spec_default)
+
+    def _eager(self, args: tuple[Any, ...]) -> Any:
         choice = self.choose(args)
         if choice is None:
             return self._reference(args)
@@ -218,13 +258,15 @@ class ExportedOp(torch.nn.Module):
             self._say(f"{key}/{file} raised {_one_line(e)} (switched off for this process)")
             return self._reference(args)
         if first_sight:
-            expected = self._reference(args)
+            expected = self.reference(*args)
             c = compare_outputs(list(flatten_outputs(out)), list(flatten_outputs(expected)),
                                 entry.manifest.atol, entry.manifest.rtol)
             self._checked[(key, sig)] = c.ok
             if not c.ok:
                 self._say(f"inputs ({sig.describe()}) are inside the verified sizes on {key} but {file} "
                           f"disagreed with the reference there: {c.reason}")
+                self.last = REFERENCE
+                self.calls[REFERENCE] += 1
                 return expected
         self.last = f"{key}/{file}"
         self.calls[self.last] += 1
@@ -284,8 +326,15 @@ def load(op_dir: str | Path, *init_inputs: Any, strict: bool = False) -> Exporte
     except ProblemError as e:
         raise LoadError(f"{op_dir}: no usable reference: {e}") from None
     ns = problem.namespace({})
+    sys.modules[ns.__name__] = ns  # torch.compile reads the reference's globals through its module
     init = tuple(init_inputs) if init_inputs else tuple(ns.get_init_inputs())
     reference = ns.Model(*init).eval()
+    out_spec = None
+    try:
+        with torch.device("meta"), torch.no_grad():
+            out_spec = pytree.tree_flatten(copy.deepcopy(reference).to("meta")(*ns.get_inputs()))[1]
+    except Exception:  # noqa: BLE001 - no meta kernel: compiled graphs call the reference instead
+        pass
     entries: dict[str, _Entry] = {}
     notes: list[str] = []
     keys = gpu_keys(op_dir)
@@ -298,4 +347,4 @@ def load(op_dir: str | Path, *init_inputs: Any, strict: bool = False) -> Exporte
             if strict:
                 raise
             notes.append(f"export {key} refused: {e}")
-    return ExportedOp(problem.name, op_dir, reference, init, entries, notes)
+    return ExportedOp(problem.name, op_dir, reference, init, entries, notes, out_spec)

@@ -1,0 +1,235 @@
+"""Exported kernels in a model: `load` runs them only where verified, `patch` swaps them in and
+`unpatch` takes them out; the custom ops pass `opcheck` and compose with torch.compile/export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import kernelevo
+from kernelevo.deploy.load import REFERENCE, ExportedOp, LoadError
+from kernelevo.deploy.manifest import ManifestError
+from kernelevo.deploy.patch import PatchError
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT, make_export
+
+LN_INIT = ((32,), 1e-5, True)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    """Three CPU exports: LayerNorm as a module, Linear+ReLU as a chain, softmax as a call."""
+    root = tmp_path_factory.mktemp("exports")
+    return {
+        "ln": make_export(root, PROBLEMS / "layernorm_module.py", CANDIDATES / "layernorm_module_good.py"),
+        "chain": make_export(root, PROBLEMS / "linear_relu_chain.py", CANDIDATES / "linear_relu_chain_good.py"),
+        "softmax": make_export(root, ROOT / "kernels/softmax/problem.py", ROOT / "kernels/softmax/seed.py"),
+    }
+
+
+@pytest.fixture
+def copy_of(exports, tmp_path):
+    """A private copy of an export folder, for tests that damage it."""
+    def make(name: str) -> Path:
+        dst = tmp_path / name
+        shutil.copytree(exports[name], dst)
+        return dst
+    return make
+
+
+class Block(nn.Module):
+    """A pre-norm attention-and-MLP block: one LayerNorm the LN export covers (32), one it does not (40),
+    a softmax inside the forward, and a Linear+ReLU chain in an nn.Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(32)
+        self.ln_other = nn.LayerNorm(40)
+        self.q = nn.Linear(32, 32)
+        self.mlp = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 32))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        h = self.ln(x)
+        scores = torch.softmax(self.q(h) @ memory.T / 32**0.5, dim=-1)  # (12, 40): a verified softmax bucket
+        h = h + scores @ memory
+        return h + self.mlp(h)
+
+
+def _block() -> tuple[Block, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    block = Block().eval()
+    for p in block.parameters():  # LayerNorm starts at ones/zeros: weights that hide a wrong kernel
+        nn.init.normal_(p, 0.0, 0.5)
+    return block, (torch.randn(12, 32), torch.randn(40, 32))
+
+
+def test_load_runs_the_kernel_where_verified(exports) -> None:
+    op = kernelevo.load(exports["ln"], *LN_INIT)
+    nn.init.normal_(op.reference.op.weight)
+    nn.init.normal_(op.reference.op.bias)
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        y = op(x)
+        assert op.last == "cpu/best.py"
+        torch.testing.assert_close(y, op.reference(x), atol=1e-5, rtol=1e-5)
+        assert op(torch.randn(6, 32)).shape == (6, 32) and op.last == "cpu/best.py"  # a bucket: checked once
+
+
+def test_load_falls_back_to_the_reference_and_says_why_once(exports, monkeypatch, caplog) -> None:
+    op = kernelevo.load(exports["ln"], *LN_INIT)
+    caplog.set_level(logging.WARNING, logger="kernelevo")
+    with torch.no_grad():
+        op(torch.randn(8, 32, dtype=torch.float64).float().half().float())  # still fp32: kernel
+        assert op.last == "cpu/best.py"
+        op.half()
+        op(torch.randn(8, 32).half())
+        op(torch.randn(8, 32).half())
+    assert op.last == REFERENCE
+    assert sum("dtype float16 was not verified on cpu (verified: float32)" in r.message for r in caplog.records) == 1
+    op.float()
+    with torch.no_grad():
+        op(torch.randn(500, 32))  # rows far beyond the verified 5..8
+    assert op.last == REFERENCE and any("outside the sizes verified" in n for n in op.notes)
+    x = torch.randn(8, 32)
+    assert torch.equal(op(x), op.reference(x)) and op.last == REFERENCE  # autograd on: forward-only kernels
+    assert any("autograd" in n for n in op.notes)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with torch.no_grad():
+        op(x)
+    assert op.last == REFERENCE and any("CPU tensors" in n for n in op.notes)
+
+
+def test_a_kernel_that_raises_is_switched_off_and_the_model_keeps_running(exports) -> None:
+    op = kernelevo.load(exports["ln"], *LN_INIT)
+    kernel = op._entries["cpu"].kernels["best.py"]
+
+    def boom(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("out of resources: shared memory")
+    kernel.forward = boom
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        assert torch.equal(op(x), op.reference(x)) and op.last == REFERENCE
+    assert any("raised RuntimeError: out of resources" in n and "switched off" in n for n in op.notes)
+
+
+def test_an_export_for_another_gpu_type_only_runs_the_reference(copy_of) -> None:
+    op_dir = copy_of("ln")
+    (op_dir / "cpu").rename(op_dir / "nvidia-h100-80gb-sm90")
+    manifest = op_dir / "nvidia-h100-80gb-sm90" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["gpu_key"] = "nvidia-h100-80gb-sm90"
+    manifest.write_text(json.dumps(data))
+    op = kernelevo.load(op_dir, *LN_INIT)
+    with torch.no_grad():
+        op(torch.randn(8, 32))
+    assert op.last == REFERENCE and op.gpu_keys == ["nvidia-h100-80gb-sm90"]
+    assert any("no export for this GPU type (cpu; exports: nvidia-h100-80gb-sm90)" in n for n in op.notes)
+
+
+def test_a_tampered_kernel_is_refused(copy_of) -> None:
+    op_dir = copy_of("ln")
+    best = op_dir / "cpu" / "best.py"
+    best.write_text(best.read_text().replace("d * rstd * w + b", "d * rstd * w + b + 0.001"))
+    op = kernelevo.load(op_dir, *LN_INIT)
+    with torch.no_grad():
+        op(torch.randn(8, 32))
+    assert op.last == REFERENCE and op.gpu_keys == []
+    assert any("export cpu refused" in n and "sha256 does not match the manifest" in n for n in op.notes)
+    with pytest.raises(ManifestError, match="best.py: sha256 does not match"):
+        kernelevo.load(op_dir, *LN_INIT, strict=True)
+    (op_dir / "problem.py").write_text((op_dir / "problem.py").read_text() + "\n# edited\n")
+    with pytest.raises(ManifestError, match="problem.py: sha256 does not match"):
+        kernelevo.load(op_dir, *LN_INIT, strict=True)
+
+
+def test_a_folder_without_a_problem_cannot_give_a_reference(tmp_path) -> None:
+    with pytest.raises(LoadError, match="no usable reference"):
+        kernelevo.load(tmp_path)
+
+
+def test_the_custom_ops_pass_opcheck(exports) -> None:
+    op = kernelevo.load(exports["ln"], *LN_INIT)
+    x = torch.randn(8, 32)
+    state = [t.detach() for t in op.reference.state_dict().values()]
+    with torch.no_grad():
+        op(x)  # registers the kernel's own op on first use
+    assert list(op.kernel_ops) == ["cpu/best.py"]
+    for custom in (op.kernel_ops["cpu/best.py"], op.dispatch_op):
+        assert custom._qualname.startswith("kernelevo::layernorm_module_")
+        torch.library.opcheck(custom, ([x], state))
+
+
+def test_a_loaded_op_composes_with_compile_and_export(exports) -> None:
+    op = kernelevo.load(exports["ln"], *LN_INIT)
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        expected = op.reference(x)
+        compiled = torch.compile(op, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x), expected, atol=1e-5, rtol=1e-5)
+    assert op.calls["cpu/best.py"] == 1  # the compiled graph's one opaque call chose the kernel
+    exported = torch.export.export(op, (x,))
+    assert "torch.ops.kernelevo.layernorm_module_" in exported.graph_module.code
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), expected, atol=1e-5, rtol=1e-5)
+    assert op.calls["cpu/best.py"] == 2
+    xg = x.clone().requires_grad_()
+    exported.module()(xg).square().sum().backward()  # the op's gradient is the reference's
+    xr = x.clone().requires_grad_()
+    op.reference(xr).square().sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)
+
+
+def test_patch_swaps_modules_chains_and_calls_then_unpatch_restores(exports) -> None:
+    block, inputs = _block()
+    children = dict(block.named_modules())
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    with torch.no_grad():
+        expected = block(*inputs)
+    report = kernelevo.patch(block, [exports["ln"], exports["chain"], exports["softmax"]])
+    assert {s.where for s in report.swapped} == {"ln", "mlp.0", "forward"}
+    assert [n.where for n in report.not_swapped] == ["ln_other"]
+    assert "LayerNorm((40,)" in report.not_swapped[0].reason and "no export verified" in report.not_swapped[0].reason
+    assert isinstance(block.ln, ExportedOp) and isinstance(block.mlp[1], nn.Identity)
+    assert block.ln.reference.op is children["ln"]  # the user's own module: its weights, shared
+    with torch.no_grad():
+        torch.testing.assert_close(block(*inputs), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.compile(block, backend="eager")(*inputs), expected, atol=1e-4, rtol=1e-4)
+    for r in report.replacements:
+        assert r.calls["cpu/best.py"] >= 2 and r.calls[REFERENCE] == 0, (r.op, r.calls, r.notes)
+    kernelevo.unpatch(block)
+    assert dict(block.named_modules()) == children and "forward" not in block.__dict__
+    assert all(torch.equal(v, state[k]) for k, v in block.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(block(*inputs), expected)
+    with pytest.raises(PatchError, match="not patched"):
+        kernelevo.unpatch(block)
+
+
+def test_patch_says_why_an_op_cannot_be_swapped(tmp_path) -> None:
+    plain = tmp_path / "layernorm"
+    plain.mkdir()
+    shutil.copy(ROOT / "kernels" / "layernorm" / "problem.py", plain / "problem.py")
+    report = kernelevo.patch(nn.Sequential(nn.LayerNorm(32)), [plain])
+    assert not report.swapped and report.not_swapped[0].reason == "no usable export (run kernelevo export)"
+    with pytest.raises(PatchError, match="not an exported op folder"):
+        kernelevo.patch(nn.Linear(2, 2), [tmp_path / "nothing"])
+
+
+def test_a_bucket_shape_is_checked_once_against_the_reference(exports) -> None:
+    op = kernelevo.load(exports["ln"], *LN_INIT)
+    kernel = op._entries["cpu"].kernels["best.py"]
+    honest = kernel.forward
+    kernel.forward = lambda x: honest(x) + (1.0 if x.shape[0] == 12 else 0.0)  # wrong off the verified rows
+    with torch.no_grad():
+        x = torch.randn(12, 32)
+        assert torch.equal(op(x), op.reference(x)) and op.last == REFERENCE
+        op(torch.randn(12, 32))
+        assert op.last == REFERENCE  # the shape stays off after one disagreement
+        op(torch.randn(16, 32))
+        assert op.last == "cpu/best.py"  # a verified size is unaffected
+    assert any("float32[12, 32]" in n and "disagreed with the reference" in n for n in op.notes)
