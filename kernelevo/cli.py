@@ -355,6 +355,149 @@ def export(
 
 
 @app.command()
+def verify(
+    root: Annotated[Path, typer.Argument(help="export folder, or one op's folder")] = Path("kernels"),
+    device: Annotated[
+        str | None, typer.Option(help="cpu (correctness only) or cuda; default: cuda if present")
+    ] = None,
+    threshold: Annotated[float, typer.Option(
+        help="a speedup more than this fraction below the exported one fails (GPU)")] = 0.10,
+    strict: Annotated[bool, typer.Option("--strict", help="an op with no export for this GPU type fails")] = False,
+    retune: Annotated[bool, typer.Option(
+        "--retune", help="search again from each regressed op's best kernel; re-export what is correct and faster")
+    ] = False,
+    runs_dir: Annotated[Path | None, typer.Option(
+        help="folder for --retune's run databases (default runs/)", show_default=False)] = None,
+    budget: Annotated[int | None, typer.Option(
+        help=f"--retune: candidates per op (default {_D.search.budget})")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="say what is running, on stderr (default: on a terminal)",
+        show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Judge every exported kernel for this GPU type again; exit 1 when one became wrong or slower, 2 on bad input."""
+    from kernelevo.deploy.verify import VerifyError, verify_exports
+
+    try:
+        settings = Settings.load(config).with_options("search", budget=budget)
+    except SettingsError as e:
+        _fail(str(e), debug)
+    debug = debug or settings.debug
+    if settings.search.budget < 1:
+        _fail(f"--budget must be at least 1, got {settings.search.budget}", debug)
+    show = progress if progress is not None else sys.stderr.isatty()
+    say = (lambda text: typer.echo(f"kernelevo: {text} ...", err=True)) if show else None
+    try:
+        report = verify_exports(root, device=device, settings=settings, threshold=threshold, strict=strict,
+                                retune=retune, runs_dir=runs_dir, progress=say)
+    except VerifyError as e:
+        _fail(str(e), debug)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(report.to_json(), default=str))
+    else:
+        for line in report.lines():
+            typer.echo(line)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def hotspots(
+    model_file: Annotated[Path, typer.Argument(help="model file (Model, get_inputs, get_init_inputs)")],
+    top: Annotated[int, typer.Option(help="how many hot ops to report and write")] = 5,
+    out: Annotated[Path | None, typer.Option(
+        help="write one problem folder per hot op here (out/<name>/problem.py)", show_default=False)] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda, where the model is profiled (default: cuda if present)")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a model-file global: name=value")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Profile a model and rank its hot ops (modules, calls inside forwards, chains worth fusing); write problems."""
+    from kernelevo.deploy.hotspots import HotspotError, find_hotspots, write_problems
+    from kernelevo.problem import ProblemError, parse_override
+
+    dev = device or _default_device()
+    if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
+        _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)
+    if top < 1:
+        _fail(f"--top must be at least 1, got {top}", debug)
+    try:
+        overrides = dict(parse_override(x) for x in (set_ or []))
+        found = find_hotspots(model_file, top=top, device=dev, overrides=overrides)
+    except (ProblemError, HotspotError) as e:
+        _fail(str(e), debug)
+    written: list[Path] = []
+    if out is not None:
+        try:
+            written = write_problems(list(found), out)
+        except OSError as e:
+            _fail(f"{out}: cannot write ({e.strerror})", debug)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps({"model_file": str(model_file), "device": dev, "total_ms": found.total_ms,
+                               "hotspots": [h.to_json() for h in found], "skipped": list(found.skipped),
+                               "written": [str(p) for p in written]}))
+        return
+    from kernelevo.report import print_hotspots
+
+    print_hotspots(found, dev, written)
+
+
+@app.command("bench-model")
+def bench_model_command(
+    model_file: Annotated[Path, typer.Argument(help="model file (Model, get_inputs, get_init_inputs)")],
+    kernels: Annotated[list[Path] | None, typer.Option(
+        help="an exported op folder (repeat for several; default every export under ./kernels)",
+        show_default=False)] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu (outputs only) or cuda (timed); default: cuda if present")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a model-file global: name=value")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Time a model end to end before and after patching in exported kernels (GPU); on a CPU, compare outputs."""
+    dev = device or _default_device()
+    if dev == "cpu":
+        from kernelevo.settings import use_triton_interpreter
+
+        use_triton_interpreter()  # CPU exports run in Triton's interpreter, which must be on before Triton loads
+    from kernelevo.deploy.bench_model import BenchError, bench_model
+    from kernelevo.deploy.patch import PatchError
+    from kernelevo.problem import ProblemError, parse_override
+
+    if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
+        _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)
+    if kernels is not None:
+        expanded: list[Path] = []
+        for k in kernels:  # a folder of op folders counts as all of them
+            subs = sorted(p for p in k.iterdir() if (p / "problem.py").is_file()) if k.is_dir() else []
+            expanded.extend(subs if subs and not (k / "problem.py").is_file() else [k])
+        kernels = expanded
+    try:
+        overrides = dict(parse_override(x) for x in (set_ or []))
+        report = bench_model(model_file, kernels, device=dev, overrides=overrides)
+    except (ProblemError, BenchError, PatchError) as e:
+        _fail(str(e), debug)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(dataclasses.asdict(report), default=str))
+    else:
+        from kernelevo.report import print_bench
+
+        print_bench(report)
+    if not report.outputs_match:
+        raise typer.Exit(1)
+
+
+@app.command()
 def calibrate(
     root: Annotated[Path, typer.Option(help="folder for the calibration file")] = Path("profiling"),
     force: Annotated[bool, typer.Option("--force", help="measure again even if a calibration exists")] = False,
@@ -379,7 +522,8 @@ def calibrate(
 # Plain metavars for --help (typer would print its Python types: <list[Path]>, <bool>).
 _METAVARS = {"set_": "NAME=VALUE", "candidates": "CANDIDATE", "problem": "PROBLEM", "db": "DB",
              "model": "PROVIDER/MODEL", "strong_model": "PROVIDER/MODEL", "api_base": "URL",
-             "max_cost": "DOLLARS", "source": "best|ID"}
+             "max_cost": "DOLLARS", "source": "best|ID", "root": "FOLDER", "runs_dir": "FOLDER",
+             "model_file": "MODEL_FILE", "kernels": "FOLDER"}
 
 
 def _plain_help(command: Any) -> Any:

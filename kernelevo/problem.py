@@ -131,15 +131,16 @@ class Problem:
     def digest(self) -> str:
         return hashlib.sha256(self.source.encode()).hexdigest()[:16]
 
-    def namespace(self, size: Mapping[str, Any]) -> types.ModuleType:
-        """Run the problem's code with ``size``'s globals fixed; return the module."""
-        return _exec_module(self.path, self.source, size)
+    def namespace(self, size: Mapping[str, Any], keep: bool = False) -> types.ModuleType:
+        """Run the problem's code with ``size``'s globals fixed; return the module. ``keep`` leaves
+        it in ``sys.modules``, where torch.compile looks up the globals of the code it traces."""
+        return _exec_module(self.path, self.source, size, keep)
 
     def label(self, size: Mapping[str, Any]) -> str:
         return ", ".join(f"{k}={v}" for k, v in size.items()) or "default"
 
 
-def _exec_module(path: Path, source: str, overrides: Mapping[str, Any]) -> types.ModuleType:
+def _exec_module(path: Path, source: str, overrides: Mapping[str, Any], keep: bool = False) -> types.ModuleType:
     name = f"kernelevo_problem_{path.stem}_{next(_counter)}"
     module = types.ModuleType(name)
     module.__file__ = str(path)
@@ -151,7 +152,8 @@ def _exec_module(path: Path, source: str, overrides: Mapping[str, Any]) -> types
     try:
         exec(code, module.__dict__, _Overlay(module.__dict__, overrides))
     finally:
-        del sys.modules[name]  # one per size and process: don't let a long run accumulate them
+        if not keep:
+            del sys.modules[name]  # one per size and process: don't let a long run accumulate them
     return module
 
 

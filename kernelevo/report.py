@@ -198,3 +198,40 @@ def print_run(report: dict[str, Any], console: Console | None = None) -> None:
         t.add_row(model, str(m["calls"]), str(m["failed_calls"]), str(m["tokens_in"]), str(m["tokens_out"]), cost)
     console.print(t)
     console.print(f"total: {llm['calls']} calls, ${llm['cost_usd']:.4f}")
+
+
+def print_hotspots(found: Any, device: str, written: list[Any], console: Console | None = None) -> None:
+    """The ranked hot ops of a model: self time, share of a forward, where they run."""
+    console = console or Console()
+    table = Table(title=f"hot ops ({device}; one forward {_ms(found.total_ms)})", title_justify="left")
+    for col in ("#", "op", "kind", "calls", "self time", "share", "where"):
+        table.add_column(col, justify="right" if col in ("#", "calls", "self time", "share") else "left")
+    for i, h in enumerate(found, 1):
+        where = ", ".join(h.where[:3]) + (f" (+{len(h.where) - 3})" if len(h.where) > 3 else "")
+        table.add_row(str(i), h.name, h.kind, str(h.calls), _ms(h.self_ms), f"{h.share:.1%}", where)
+    console.print(table)
+    if device == "cpu":
+        console.print("note: CPU times rank ops on this CPU; profile with --device cuda for the GPU's ranking",
+                      markup=False, highlight=False, soft_wrap=True)
+    for s in found.skipped:
+        console.print(f"skipped: {s}", markup=False, highlight=False, soft_wrap=True)
+    for path in written:
+        console.print(f"wrote {path}  (kernelevo optimize {path})", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_bench(report: Any, console: Console | None = None) -> None:
+    """A model before and after patching: whether outputs match, the speedup, each swap's part."""
+    console = console or Console()
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    match = "outputs match" if report.outputs_match else f"OUTPUTS DIFFER: {report.mismatch}"
+    say(f"{report.model_file} on {report.device}: {match} (max abs err {report.max_abs_err:.3g})")
+    if report.speedup is not None:
+        say(f"end to end: {_ms(report.original_ms)} -> {_ms(report.patched_ms)}, {report.speedup:.3g}x")
+    for s in report.swaps:
+        alone = f", {s.speedup_alone:.3g}x with only this op" if s.speedup_alone is not None else ""
+        say(f"  swapped {s.where}: {s.what} -> {s.op} (kernel answered {s.kernel_calls}, "
+            f"reference {s.reference_calls} calls per forward{alone})")
+    for n in report.not_swapped:
+        say(f"  not swapped {n}")
+    for n in report.notes:
+        say(f"note: {n}")

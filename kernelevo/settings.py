@@ -175,3 +175,9 @@ def api_key_from_env() -> str | None:
 def triton_interpreted() -> bool:
     """Whether Triton kernels in this process run in Triton's CPU interpreter."""
     return os.environ.get(ENV_TRITON_INTERPRET) == "1"
+
+
+def use_triton_interpreter() -> None:
+    """Run Triton kernels on the CPU from now on. Only works before Triton is imported: its own
+    library functions (``tl.sum``'s combine function, ...) are made interpreted or compiled then."""
+    os.environ.setdefault(ENV_TRITON_INTERPRET, "1")

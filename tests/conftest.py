@@ -93,12 +93,12 @@ def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1) -> Pat
     from kernelevo.run import open_run
     from kernelevo.settings import Settings
 
-    root.mkdir(parents=True, exist_ok=True)
-    local = root / f"{problem.stem}.py"
+    name = problem.parent.name if problem.stem == "problem" else problem.stem  # as Problem.name says
+    local = root / name / "problem.py"
+    local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(problem.read_text())
     settings = Settings().updated({"search": {"budget": budget}})
-    with open_run(load_problem(local), "cpu", settings, root / f"{problem.stem}.db", kernel.read_text(),
-                  kernel.name) as run:
+    with open_run(load_problem(local), "cpu", settings, root / f"{name}.db", kernel.read_text(), kernel.name) as run:
         run.search()
-    target, _ = export_run(root / f"{problem.stem}.db", root / "kernels" / problem.stem)
+    target, _ = export_run(root / f"{name}.db", root / "kernels" / name)
     return target.parent

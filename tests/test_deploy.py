@@ -16,7 +16,10 @@ import kernelevo
 from kernelevo.deploy.load import REFERENCE, ExportedOp, LoadError
 from kernelevo.deploy.manifest import ManifestError
 from kernelevo.deploy.patch import PatchError
-from tests.conftest import CANDIDATES, PROBLEMS, ROOT, make_export
+from kernelevo.problem import load_problem
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT, TESTS, make_export
+
+MODELS = TESTS / "models"
 
 LN_INIT = ((32,), 1e-5, True)
 
@@ -42,30 +45,11 @@ def copy_of(exports, tmp_path):
     return make
 
 
-class Block(nn.Module):
-    """A pre-norm attention-and-MLP block: one LayerNorm the LN export covers (32), one it does not (40),
-    a softmax inside the forward, and a Linear+ReLU chain in an nn.Sequential."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ln = nn.LayerNorm(32)
-        self.ln_other = nn.LayerNorm(40)
-        self.q = nn.Linear(32, 32)
-        self.mlp = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 32))
-
-    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        h = self.ln(x)
-        scores = torch.softmax(self.q(h) @ memory.T / 32**0.5, dim=-1)  # (12, 40): a verified softmax bucket
-        h = h + scores @ memory
-        return h + self.mlp(h)
-
-
-def _block() -> tuple[Block, tuple[torch.Tensor, torch.Tensor]]:
+def _block() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    problem = load_problem(MODELS / "patch_block.py")
+    ns = problem.namespace(problem.sizes[0], keep=True)  # compiled below: its module must be importable
     torch.manual_seed(0)
-    block = Block().eval()
-    for p in block.parameters():  # LayerNorm starts at ones/zeros: weights that hide a wrong kernel
-        nn.init.normal_(p, 0.0, 0.5)
-    return block, (torch.randn(12, 32), torch.randn(40, 32))
+    return ns.Model().eval(), tuple(ns.get_inputs())
 
 
 def test_load_runs_the_kernel_where_verified(exports) -> None:
@@ -233,3 +217,52 @@ def test_a_bucket_shape_is_checked_once_against_the_reference(exports) -> None:
         op(torch.randn(16, 32))
         assert op.last == "cpu/best.py"  # a verified size is unaffected
     assert any("float32[12, 32]" in n and "disagreed with the reference" in n for n in op.notes)
+
+
+def test_bench_model_checks_outputs_on_a_cpu_and_names_the_swaps(exports) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "kernelevo", "bench-model", str(MODELS / "patch_block.py"), "--device", "cpu",
+           "--json", "--kernels", str(exports["ln"].parent)]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the command switches it on itself
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["outputs_match"] and report["speedup"] is None and "timing needs a GPU" in report["notes"][0]
+    kernel_calls = {s["where"]: s["kernel_calls"] for s in report["swaps"]}
+    assert kernel_calls == {"ln": 1, "mlp.0": 1, "forward": 1}
+    assert report["not_swapped"][0].startswith("ln_other (layernorm_module): LayerNorm((40,)")
+    broken = subprocess.run([*cmd[:4], str(MODELS / "missing.py")], capture_output=True, text=True,
+                            env={**env, "PYTHONPATH": str(ROOT)})
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "no such problem file" in broken.stderr
+
+
+def test_the_loop_from_a_model_back_into_it(tmp_path) -> None:
+    """hotspots -> optimize -> export -> patch, on the transformer block: the LayerNorm it finds
+    comes back as a kernel that answers both of the block's LayerNorm(32) calls it can see."""
+    from kernelevo.deploy.hotspots import find_hotspots, write_problems
+
+    found = find_hotspots(MODELS / "transformer_block.py", top=20, device="cpu")
+    (ln,) = [h for h in found if h.name == "layernorm_32"]
+    (problem,) = write_problems([ln], tmp_path / "hot")
+    kernel = tmp_path / "ln_kernel.py"  # the test candidate, taking the hotspot's fourth argument (bias)
+    kernel.write_text((CANDIDATES / "layernorm_module_good.py").read_text().replace(
+        "def __init__(self, normalized_shape, eps, elementwise_affine):",
+        "def __init__(self, normalized_shape, eps, elementwise_affine, bias):"))
+    op_dir = make_export(tmp_path / "run", problem, kernel)
+    ns = load_problem(MODELS / "transformer_block.py").namespace({}, keep=True)
+    torch.manual_seed(0)
+    model = ns.Model(*ns.get_init_inputs()).eval()
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            nn.init.normal_(m.weight)
+            nn.init.normal_(m.bias)
+    x = ns.get_inputs()[0]
+    with torch.no_grad():
+        expected = model(x)
+        report = kernelevo.patch(model, [op_dir])
+        assert sorted(s.where for s in report.swapped) == [f"blocks.{b}.ln{i}" for b in (0, 1) for i in (1, 2)]
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+    assert all(r.calls["cpu/best.py"] == 1 and r.calls[REFERENCE] == 0 for r in report.replacements)

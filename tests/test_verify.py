@@ -172,3 +172,18 @@ def test_gpu_speed_comparison_rules() -> None:
     slow = judge_kernel("op", Path("size1.py"), m, champ, ev(1.5, 9.0, 9.0), True, 0.10)
     assert slow.status == "slower" and "geometric mean over sizes: 1.5x, was 1.9x" in slow.detail
     assert judge_kernel("op", Path("best.py"), m, best, ev(1.0, 1.7, 0.5), False, 0.10).status == "ok"  # CPU
+
+
+def test_the_command_line_gate_exits_0_then_1(kernels: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kernelevo", "verify", str(kernels), "--device", "cpu"],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    good = run()
+    assert good.returncode == 0 and good.stdout.strip().endswith("verify ok for cpu: 1 ok"), good.stderr
+    _rewrite_best(kernels, BROKEN, update_sha=True)
+    bad = run()
+    assert bad.returncode == 1 and "became wrong on size" in bad.stdout and "verify FAILED" in bad.stdout

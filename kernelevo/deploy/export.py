@@ -115,4 +115,8 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
                                                    "exported": time.time(), "kernelevo": meta.get("kernelevo")},
     )
     (target / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1, default=str) + "\n")
+    listed = {e.file for e in manifest.entries}
+    for stale in target.glob("size*.py"):  # champions of an earlier export of this GPU type
+        if stale.name not in listed:
+            stale.unlink()
     return target, manifest

@@ -325,8 +325,7 @@ def load(op_dir: str | Path, *init_inputs: Any, strict: bool = False) -> Exporte
         problem = load_problem(problem_path, device="cpu")
     except ProblemError as e:
         raise LoadError(f"{op_dir}: no usable reference: {e}") from None
-    ns = problem.namespace({})
-    sys.modules[ns.__name__] = ns  # torch.compile reads the reference's globals through its module
+    ns = problem.namespace({}, keep=True)  # the reference's code may be traced by torch.compile
     init = tuple(init_inputs) if init_inputs else tuple(ns.get_init_inputs())
     reference = ns.Model(*init).eval()
     out_spec = None
