@@ -62,6 +62,10 @@ def test_load_runs_the_kernel_where_verified(exports) -> None:
         assert op.last == "cpu/best.py"
         torch.testing.assert_close(y, op.reference(x), atol=1e-5, rtol=1e-5)
         assert op(torch.randn(6, 32)).shape == (6, 32) and op.last == "cpu/best.py"  # a bucket: checked once
+        op.reference.op.weight = nn.Parameter(torch.randn(32))  # replaced, not updated in place
+        op.reference.op.bias.mul_(3.0)  # updated in place
+        torch.testing.assert_close(op(x), op.reference(x), atol=1e-5, rtol=1e-5)
+        assert op.last == "cpu/best.py"
 
 
 def test_load_falls_back_to_the_reference_and_says_why_once(exports, monkeypatch, caplog) -> None:
@@ -82,7 +86,8 @@ def test_load_falls_back_to_the_reference_and_says_why_once(exports, monkeypatch
     x = torch.randn(8, 32)
     assert torch.equal(op(x), op.reference(x)) and op.last == REFERENCE  # autograd on: forward-only kernels
     assert any("autograd" in n for n in op.notes)
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET")  # a process whose Triton compiles for a GPU
+    op = kernelevo.load(exports["ln"], *LN_INIT)
     with torch.no_grad():
         op(x)
     assert op.last == REFERENCE and any("CPU tensors" in n for n in op.notes)

@@ -90,6 +90,31 @@ class _Entry:
         return self.export.manifest
 
 
+@dataclass
+class _Plan:
+    """How calls of one shape run."""
+
+    entry: _Entry
+    file: str
+    sig: Signature
+    unchecked: bool  # a bucket shape not yet compared with the reference
+    op: Any  # the kernel's torch.ops.kernelevo op
+    spec: pytree.TreeSpec  # how the op's flat outputs nest
+
+    @property
+    def label(self) -> str:
+        return f"{self.entry.manifest.gpu_key}/{self.file}"
+
+
+def _tie(kernel: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make the kernel module's state the reference's tensors (shared storage), unless it is already:
+    after ``.to()`` or a parameter replaced by the user, the kernel must not compute with old weights."""
+    now = tuple((v.data_ptr(), v.shape, v.dtype) for v in state.values())
+    if getattr(kernel, "_kernelevo_tied", None) != now:
+        kernel.load_state_dict(state, strict=True, assign=True)
+        kernel._kernelevo_tied = now
+
+
 def _needs_grad(tensors: list[torch.Tensor], module: torch.nn.Module) -> bool:
     """Whether autograd would record this call (state_dict() detaches, so ask the parameters)."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in [*tensors, *module.parameters()])
@@ -132,7 +157,7 @@ class ExportedOp(torch.nn.Module):
         self.last = REFERENCE
         self._said: set[str] = set()
         self._keys: dict[str, str] = {}
-        self._checked: dict[tuple[str, Signature], bool] = {}  # bucket signatures tried once
+        self._plans: dict[Any, _Plan | None] = {}  # per call shape: how it runs (None: the reference)
         for note in notes:
             self._say(note)
         me = weakref.ref(self)
@@ -165,15 +190,11 @@ class ExportedOp(torch.nn.Module):
                 k._apply(fn, recurse)
         return self
 
-    def choose(self, args: tuple[Any, ...]) -> tuple[_Entry, str, Signature, bool] | None:
-        """The export and kernel file for a call, whether its shape needs a first-sight check; or
-        None (the reason said once)."""
+    def _plan(self, args: tuple[Any, ...], state: dict[str, torch.Tensor]) -> _Plan | None:
+        """How calls shaped like this one run: the export, the kernel file and its op; or None
+        (the reason said once). Worked out on a shape's first call and cached."""
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        state = self.reference.state_dict()
         if not tensors:
-            return None
-        if _needs_grad(tensors, self.reference):
-            self._say("autograd is on (the exported kernels are forward-only)")
             return None
         devices = {t.device for t in [*tensors, *state.values()]}
         if len(devices) != 1:
@@ -204,22 +225,14 @@ class ExportedOp(torch.nn.Module):
         file = entry.manifest.champion_for(m.index).file
         if file in entry.broken:
             return None
-        if not m.exact and self._checked.get((key, sig)) is False:
-            return None
-        return entry, file, sig, not m.exact and (key, sig) not in self._checked
-
-    def _run_kernel(self, entry: _Entry, file: str, args: tuple[Any, ...]) -> Any:
-        state = self.reference.state_dict()
         names = list(state)
         template = [None if isinstance(a, torch.Tensor) else a for a in args]
         name = library.op_name(self.op, source_digest(entry.export.sources[file]), repr(self.init_inputs),
                                repr(template))
         slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         op = library.register(name, entry.kernels[file], self.reference, names, template, slots)
-        self.kernel_ops[f"{entry.manifest.gpu_key}/{file}"] = op
-        with library.running(entry.kernels[file]):
-            leaves = op([a for a in args if isinstance(a, torch.Tensor)], [state[n] for n in names])
-        return pytree.tree_unflatten(leaves, self._out_spec(args))
+        self.kernel_ops[f"{key}/{file}"] = op
+        return _Plan(entry, file, sig, not m.exact, op, self._out_spec(args))
 
     def _out_spec(self, args: tuple[Any, ...]) -> pytree.TreeSpec:
         meta = [torch.empty_like(a, device="meta") if isinstance(a, torch.Tensor) else a for a in args]
@@ -246,30 +259,44 @@ class ExportedOp(torch.nn.Module):
         return pytree.tree_unflatten(leaves, self._out_spec_default)
 
     def _eager(self, args: tuple[Any, ...]) -> Any:
-        choice = self.choose(args)
-        if choice is None:
+        if _needs_grad([a for a in args if isinstance(a, torch.Tensor)], self.reference):
+            self._say("autograd is on (the exported kernels are forward-only)")
             return self._reference(args)
-        entry, file, sig, first_sight = choice
-        key = entry.manifest.gpu_key
+        state = self.reference.state_dict()
+        # The plan of a shape is worked out once: on a GPU a small op's kernel takes a few
+        # microseconds, so choosing must not cost more than a dictionary lookup.
+        shape = (tuple((a.shape, a.dtype, a.device) if isinstance(a, torch.Tensor) else repr(a) for a in args),
+                 tuple((k, v.shape, v.dtype, v.device) for k, v in state.items()))
+        if shape not in self._plans:
+            self._plans[shape] = self._plan(args, state)
+        plan = self._plans[shape]
+        if plan is None:
+            return self._reference(args)
+        key = plan.entry.manifest.gpu_key
+        kernel = plan.entry.kernels[plan.file]
         try:
-            out = self._run_kernel(entry, file, args)
+            # Eager calls go to the kernel module itself, its state tied to the reference's: the
+            # custom op's dispatch and functional_call cost ~70 us a call here, more than a small
+            # kernel takes on a GPU. Compiled graphs call the op (see _traced).
+            _tie(kernel, state)
+            out = kernel(*args)
         except Exception as e:  # noqa: BLE001 - a kernel that fails here must not take the model down
-            entry.broken.add(file)
-            self._say(f"{key}/{file} raised {_one_line(e)} (switched off for this process)")
+            plan.entry.broken.add(plan.file)
+            self._plans.clear()  # every shape that chose this kernel chooses again
+            self._say(f"{key}/{plan.file} raised {_one_line(e)} (switched off for this process)")
             return self._reference(args)
-        if first_sight:
+        if plan.unchecked:
             expected = self.reference(*args)
             c = compare_outputs(list(flatten_outputs(out)), list(flatten_outputs(expected)),
-                                entry.manifest.atol, entry.manifest.rtol)
-            self._checked[(key, sig)] = c.ok
+                                plan.entry.manifest.atol, plan.entry.manifest.rtol)
+            plan.unchecked = False
             if not c.ok:
-                self._say(f"inputs ({sig.describe()}) are inside the verified sizes on {key} but {file} "
-                          f"disagreed with the reference there: {c.reason}")
-                self.last = REFERENCE
-                self.calls[REFERENCE] += 1
-                return expected
-        self.last = f"{key}/{file}"
-        self.calls[self.last] += 1
+                self._plans[shape] = None
+                self._say(f"inputs ({plan.sig.describe()}) are inside the verified sizes on {key} but "
+                          f"{plan.file} disagreed with the reference there: {c.reason}")
+                return self._reference(args)
+        self.last = plan.label
+        self.calls[plan.label] += 1
         return out
 
     def _reference(self, args: tuple[Any, ...]) -> Any:
