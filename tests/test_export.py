@@ -39,6 +39,8 @@ def test_a_cpu_run_exports_its_first_correct_kernel_as_correctness_only(cpu_run:
     assert (tmp_path / "softmax" / "problem.py").read_text() == (PROBLEMS / "softmax_small.py").read_text()
     assert data["versions"]["torch"] and data["run"]["db"] == str(cpu_run.resolve())
     assert data["problem_sha256"] and data["champions"] == []
+    assert [s["inputs"] for s in data["sizes"]] == [["float32[5, 37]"], ["float32[3, 64]"]]
+    assert data["run"]["id"].startswith("run@20") and data["atol"] is None
 
 
 def test_another_gpu_types_entry_is_never_touched(cpu_run: Path, tmp_path: Path) -> None:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from kernelevo.candidate import source_digest
 from kernelevo.deploy.manifest import MANIFEST, KernelEntry, Manifest
+from kernelevo.deploy.signature import TensorArg, size_signature
 from kernelevo.evaluate.verdict import size_speedup
+from kernelevo.problem import Problem, ProblemError, load_problem
 from kernelevo.store import Store, StoredCandidate
 
 
@@ -46,6 +49,32 @@ def _champions(cands: list[StoredCandidate], n_sizes: int) -> list[StoredCandida
         scored = [(size_speedup(c.evaluation.sizes[i]) or 0.0, -c.id, c) for c in correct if c.evaluation]
         out.append(max(scored)[2] if scored and max(scored)[0] > 0 else None)
     return out
+
+
+def _problem(path: Path, overrides: dict[str, Any], measured: bool) -> Problem | None:
+    try:
+        return load_problem(path, overrides, device="cuda" if measured else "cpu")
+    except ProblemError:
+        return None  # the tolerances and input types are informative; the kernels are what matter
+
+
+def _inputs(problem: Problem | None, size: dict[str, Any]) -> list[str] | None:
+    """What a verified size's call looks like, e.g. ``["float32[4096, 8192]"]``: the dtypes a loader
+    may run the kernel on are these."""
+    if problem is None:
+        return None
+    try:
+        sig = size_signature(problem, size)
+    except Exception:  # noqa: BLE001 - a size that no longer builds here: the manifest says nothing
+        return None
+    return [f"{a.dtype.removeprefix('torch.')}{list(a.shape)}" if isinstance(a, TensorArg) else a for a in sig.inputs]
+
+
+def _run_id(db: Path, meta: dict[str, Any]) -> str:
+    """Names the run across machines: the database's name and the moment the run began."""
+    created = meta.get("created")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created)) if isinstance(created, (int, float)) else "unknown"
+    return f"{db.stem}@{stamp}"
 
 
 def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
@@ -94,24 +123,20 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
     by_id = {c.id: c for c in cands}
     champion_entries = [entry(by_id[cid], f"size{'_'.join(map(str, idx))}.py", idx) for cid, idx in others.items()]
     sizes = []
+    prob = _problem(problem_path, meta.get("overrides") or {}, measured)
     for i, s in enumerate(best.evaluation.sizes):
-        sizes.append({"size": s.size, "max_abs_err": s.max_abs_err, "max_rel_err": s.max_rel_err,
+        sizes.append({"size": s.size, "inputs": _inputs(prob, s.size), "max_abs_err": s.max_abs_err,
+                      "max_rel_err": s.max_rel_err,
                       "speedup": s.speedup if measured else None, "compiled_speedup": s.compiled_speedup if measured
                       else None, "latency_ms": s.latency_ms if measured else None,
                       "champion": (champions[i].id if champions[i] is not None else best.id)})
-    atol = rtol = None
-    try:
-        from kernelevo.problem import load_problem
-
-        prob = load_problem(problem_path, meta.get("overrides") or {}, device="cuda" if measured else "cpu")
-        atol, rtol = prob.atol, prob.rtol
-    except Exception:  # noqa: BLE001 - the tolerances are informative; the kernels are what matter
-        pass
+    atol, rtol = (prob.atol, prob.rtol) if prob is not None else (None, None)
     manifest = Manifest(
         op=op, gpu_key=gpu_key, correctness_only=not measured, problem_file="../problem.py",
         problem_sha256=source_digest(problem_source), overrides=meta.get("overrides") or {},
         atol=atol, rtol=rtol, sizes=sizes, best=best_entry, champions=champion_entries,
-        versions=meta.get("versions") or {}, run={"db": str(db.resolve()), "created": meta.get("created"),
+        versions=meta.get("versions") or {}, run={"id": _run_id(db, meta), "db": str(db.resolve()),
+                                                   "created": meta.get("created"),
                                                    "exported": time.time(), "kernelevo": meta.get("kernelevo")},
     )
     (target / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=1, default=str) + "\n")
