@@ -203,11 +203,14 @@ def print_run(report: dict[str, Any], console: Console | None = None) -> None:
 def print_hotspots(found: Any, device: str, written: list[Any], console: Console | None = None) -> None:
     """The ranked hot ops of a model: self time, share of a forward, where they run."""
     console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # module paths are long; a pipe has no width to keep to
     table = Table(title=f"hot ops ({device}; one forward {_ms(found.total_ms)})", title_justify="left")
     for col in ("#", "op", "kind", "calls", "self time", "share", "where"):
-        table.add_column(col, justify="right" if col in ("#", "calls", "self time", "share") else "left")
+        table.add_column(col, justify="right" if col in ("#", "calls", "self time", "share") else "left",
+                         no_wrap=col != "where")
     for i, h in enumerate(found, 1):
-        where = ", ".join(h.where[:3]) + (f" (+{len(h.where) - 3})" if len(h.where) > 3 else "")
+        where = h.where[0] + (f" (+{len(h.where) - 1} more)" if len(h.where) > 1 else "")
         table.add_row(str(i), h.name, h.kind, str(h.calls), _ms(h.self_ms), f"{h.share:.1%}", where)
     console.print(table)
     if device == "cpu":

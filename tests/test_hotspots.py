@@ -252,3 +252,24 @@ def test_a_broken_model_file_is_one_line_naming_it(tmp_path: Path, source: str, 
         find_hotspots(path)
     text = str(info.value)
     assert "\n" not in text and text.startswith(str(path)) and message in text
+
+
+def test_the_command_line_ranks_writes_and_refuses_a_broken_model(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [sys.executable, "-m", "kernelevo", "hotspots"]
+    done = subprocess.run([*cmd, str(MODEL), "--device", "cpu", "--top", "3", "--out", str(tmp_path / "hot"), "--json"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert len(data["hotspots"]) == 3 and data["written"] == [
+        str(tmp_path / "hot" / h["name"] / "problem.py") for h in data["hotspots"]]
+    assert all(Path(p).is_file() for p in data["written"])
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nraise ImportError('no module named flash_attn')\n")
+    bad = subprocess.run([*cmd, str(broken), "--device", "cpu"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "flash_attn" in bad.stderr
