@@ -85,9 +85,9 @@ def file_evaluators():
         ev.close()
 
 
-def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1) -> Path:
+def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1, device: str = "cpu") -> Path:
     """An export folder made the way a user makes one: an offline ``optimize`` run seeded with
-    ``kernel`` (on this CPU: correctness only), then ``export``. Returns the op folder."""
+    ``kernel`` (on a CPU: correctness only), then ``export``. Returns the op folder."""
     from kernelevo.deploy.export import export_run
     from kernelevo.problem import load_problem
     from kernelevo.run import open_run
@@ -98,7 +98,8 @@ def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1) -> Pat
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_text(problem.read_text())
     settings = Settings().updated({"search": {"budget": budget}})
-    with open_run(load_problem(local), "cpu", settings, root / f"{name}.db", kernel.read_text(), kernel.name) as run:
+    with open_run(load_problem(local, device=device), device, settings, root / f"{name}.db", kernel.read_text(),
+                  kernel.name) as run:
         run.search()
     target, _ = export_run(root / f"{name}.db", root / "kernels" / name)
     return target.parent
