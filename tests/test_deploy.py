@@ -185,6 +185,8 @@ def test_patch_swaps_modules_chains_and_calls_then_unpatch_restores(exports) -> 
     assert "LayerNorm((40,)" in report.not_swapped[0].reason and "no export verified" in report.not_swapped[0].reason
     assert isinstance(block.ln, ExportedOp) and isinstance(block.mlp[1], nn.Identity)
     assert block.ln.reference.op is children["ln"]  # the user's own module: its weights, shared
+    assert list(block.state_dict()) == list(state)  # the original's keys, in order: checkpoints still load
+    block.load_state_dict(state, strict=True)
     with torch.no_grad():
         torch.testing.assert_close(block(*inputs), expected, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(torch.compile(block, backend="eager")(*inputs), expected, atol=1e-4, rtol=1e-4)

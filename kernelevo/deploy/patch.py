@@ -226,9 +226,34 @@ def _read_op(op_dir: Path) -> _Op | NotSwapped:
 
 @dataclass
 class _Undo:
-    parent: torch.nn.Module | None  # None: the root's forward
+    parent: torch.nn.Module | None  # None: the root's forward ("forward") or a hook handle ("hook")
     name: str
     original: Any
+
+
+def _rename(state: dict[str, Any], prefix: str, renames: list[tuple[str, str]]) -> None:
+    """Rename ``prefix + old`` keys to ``prefix + new`` in place, keeping the dict's order."""
+    def renamed(key: str) -> str:
+        for old, new in renames:
+            if key.startswith(prefix + old):
+                return prefix + new + key[len(prefix + old):]
+        return key
+    items = [(renamed(k), v) for k, v in state.items()]
+    state.clear()
+    state.update(items)
+
+
+def _keep_state_keys(parent: torch.nn.Module, renames: list[tuple[str, str]]) -> list[Any]:
+    """A patched model's state_dict has the original model's keys, in the original order, and
+    loads the original's checkpoints: the user's modules sit one level deeper inside the
+    replacement (``ln.reference.op.weight``), so their keys are renamed on the way out and in."""
+    def out(module: torch.nn.Module, state: dict[str, Any], prefix: str, meta: Any) -> None:
+        _rename(state, prefix, renames)
+
+    def into(module: torch.nn.Module, state: dict[str, Any], prefix: str, *rest: Any) -> None:
+        _rename(state, prefix, [(new, old) for old, new in renames])
+
+    return [parent.register_state_dict_post_hook(out), parent.register_load_state_dict_pre_hook(into)]
 
 
 _patched: weakref.WeakKeyDictionary[torch.nn.Module, list[_Undo]] = weakref.WeakKeyDictionary()
@@ -363,6 +388,10 @@ def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, undo: li
             parent._modules[name] = exported
             for k in names[j + 1:j + n]:
                 parent._modules[k] = torch.nn.Identity()
+            renames = [(f"{name}.reference.{cname}.", f"{k}.") for (cname, *_), k in
+                       zip(form.children, names[j:j + n], strict=True)]
+            for handle in _keep_state_keys(parent, renames):
+                undo.append(_Undo(None, "hook", handle))
             report.replacements.append(exported)
             what = " + ".join(f"{type(m).__name__}({m.extra_repr()})" for m in run)
             report.swapped.append(Swap(where, op.name, what))
@@ -374,7 +403,9 @@ def unpatch(model: torch.nn.Module) -> None:
     if undo is None:
         raise PatchError("the model is not patched")
     for u in reversed(undo):
-        if u.parent is None:
+        if u.parent is None and u.name == "hook":
+            u.original.remove()
+        elif u.parent is None:
             if u.original is None:
                 del model.forward
             else:
