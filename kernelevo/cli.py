@@ -459,6 +459,9 @@ def bench_model_command(
         str | None, typer.Option(help="cpu (outputs only) or cuda (timed); default: cuda if present")
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a model-file global: name=value")] = None,
+    chains: Annotated[bool, typer.Option(
+        "--chains", help="also swap fused chains inside nn.Sequential (indexing it then sees the fused output)")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
@@ -482,7 +485,7 @@ def bench_model_command(
         kernels = expanded
     try:
         overrides = dict(parse_override(x) for x in (set_ or []))
-        report = bench_model(model_file, kernels, device=dev, overrides=overrides)
+        report = bench_model(model_file, kernels, device=dev, overrides=overrides, chains=chains)
     except (ProblemError, BenchError, PatchError) as e:
         _fail(str(e), debug)
     if json_out:

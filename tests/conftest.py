@@ -103,3 +103,15 @@ def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1, device
         run.search()
     target, _ = export_run(root / f"{name}.db", root / "kernels" / name)
     return target.parent
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory) -> dict[str, Path]:
+    """Three CPU exports: LayerNorm as a module, Linear+ReLU as a chain, softmax as a call."""
+    root = tmp_path_factory.mktemp("exports")
+    kernels = ROOT / "kernels"
+    return {
+        "ln": make_export(root, PROBLEMS / "layernorm_module.py", CANDIDATES / "layernorm_module_good.py"),
+        "chain": make_export(root, PROBLEMS / "linear_relu_chain.py", CANDIDATES / "linear_relu_chain_good.py"),
+        "softmax": make_export(root, kernels / "softmax/problem.py", kernels / "softmax/seed.py"),
+    }

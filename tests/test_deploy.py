@@ -17,22 +17,11 @@ from kernelevo.deploy.load import REFERENCE, ExportedOp, LoadError
 from kernelevo.deploy.manifest import ManifestError
 from kernelevo.deploy.patch import PatchError
 from kernelevo.problem import load_problem
-from tests.conftest import CANDIDATES, PROBLEMS, ROOT, TESTS, make_export
+from tests.conftest import CANDIDATES, ROOT, TESTS, make_export
 
 MODELS = TESTS / "models"
 
 LN_INIT = ((32,), 1e-5, True)
-
-
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, Path]:
-    """Three CPU exports: LayerNorm as a module, Linear+ReLU as a chain, softmax as a call."""
-    root = tmp_path_factory.mktemp("exports")
-    return {
-        "ln": make_export(root, PROBLEMS / "layernorm_module.py", CANDIDATES / "layernorm_module_good.py"),
-        "chain": make_export(root, PROBLEMS / "linear_relu_chain.py", CANDIDATES / "linear_relu_chain_good.py"),
-        "softmax": make_export(root, ROOT / "kernels/softmax/problem.py", ROOT / "kernels/softmax/seed.py"),
-    }
 
 
 @pytest.fixture
@@ -176,10 +165,11 @@ def test_a_loaded_op_composes_with_compile_and_export(exports) -> None:
 def test_patch_swaps_modules_chains_and_calls_then_unpatch_restores(exports) -> None:
     block, inputs = _block()
     children = dict(block.named_modules())
+    before = dict(block.__dict__)
     state = {k: v.clone() for k, v in block.state_dict().items()}
     with torch.no_grad():
         expected = block(*inputs)
-    report = kernelevo.patch(block, [exports["ln"], exports["chain"], exports["softmax"]])
+    report = kernelevo.patch(block, [exports["ln"], exports["chain"], exports["softmax"]], chains=True)
     assert {s.where for s in report.swapped} == {"ln", "mlp.0", "forward"}
     assert [n.where for n in report.not_swapped] == ["ln_other"]
     assert "LayerNorm((40,)" in report.not_swapped[0].reason and "no export verified" in report.not_swapped[0].reason
@@ -194,6 +184,7 @@ def test_patch_swaps_modules_chains_and_calls_then_unpatch_restores(exports) -> 
         assert r.calls["cpu/best.py"] >= 2 and r.calls[REFERENCE] == 0, (r.op, r.calls, r.notes)
     kernelevo.unpatch(block)
     assert dict(block.named_modules()) == children and "forward" not in block.__dict__
+    assert set(block.__dict__) - {"_is_torch_compile"} == set(before)  # nothing of kernelevo's left (compile marks it)
     assert all(torch.equal(v, state[k]) for k, v in block.state_dict().items())
     with torch.no_grad():
         assert torch.equal(block(*inputs), expected)
@@ -232,7 +223,7 @@ def test_bench_model_checks_outputs_on_a_cpu_and_names_the_swaps(exports) -> Non
     import sys
 
     cmd = [sys.executable, "-m", "kernelevo", "bench-model", str(MODELS / "patch_block.py"), "--device", "cpu",
-           "--json", "--kernels", str(exports["ln"].parent)]
+           "--json", "--chains", "--kernels", str(exports["ln"].parent)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the command switches it on itself
     done = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr

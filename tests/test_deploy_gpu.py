@@ -51,7 +51,7 @@ def test_verify_passes_a_fresh_gpu_export(gpu_exports) -> None:
 
 def test_bench_model_times_the_patched_model(gpu_exports) -> None:
     done = subprocess.run([sys.executable, "-m", "kernelevo", "bench-model", str(TESTS / "models/patch_block.py"),
-                           "--device", "cuda", "--json", "--kernels", str(gpu_exports["ln"].parent)],
+                           "--device", "cuda", "--json", "--chains", "--kernels", str(gpu_exports["ln"].parent)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

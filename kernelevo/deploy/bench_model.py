@@ -77,7 +77,7 @@ def _time(fn: Callable[[], Any]) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
-def _rounds(model: torch.nn.Module, inputs: list[Any], ops: list[Path]) -> tuple[float, float, float]:
+def _rounds(model: torch.nn.Module, inputs: list[Any], ops: list[Path], chains: bool) -> tuple[float, float, float]:
     """Median times unpatched and patched with ``ops``, and the median of the rounds' ratios; the
     rounds alternate, and patching happens between timings, never inside one."""
     def call() -> Any:
@@ -85,7 +85,7 @@ def _rounds(model: torch.nn.Module, inputs: list[Any], ops: list[Path]) -> tuple
     before, after = [], []
     for _ in range(ROUNDS):
         before.append(_time(call))
-        patch(model, ops)
+        patch(model, ops, chains=chains)
         try:
             after.append(_time(call))
         finally:
@@ -104,7 +104,7 @@ def _op_dirs(kernels: list[Path] | None) -> list[Path]:
 
 
 def bench_model(model_file: Path, kernels: list[Path] | None = None, *, device: str = "cpu",
-                overrides: Mapping[str, Any] | None = None) -> BenchReport:
+                overrides: Mapping[str, Any] | None = None, chains: bool = False) -> BenchReport:
     """Run (and on a GPU time) ``model_file``'s model before and after patching in ``kernels``
     (op folders; default every export under ./kernels)."""
     model, inputs = _build(model_file, device, overrides or {})
@@ -115,7 +115,7 @@ def bench_model(model_file: Path, kernels: list[Path] | None = None, *, device: 
             expected = model(*inputs)
         except Exception as e:  # noqa: BLE001
             raise BenchError(f"{model_file}: Model.forward raised {type(e).__name__}: {e}") from None
-        report: PatchReport = patch(model, ops)
+        report: PatchReport = patch(model, ops, chains=chains)
         try:
             got = model(*inputs)
         finally:
@@ -125,11 +125,11 @@ def bench_model(model_file: Path, kernels: list[Path] | None = None, *, device: 
         original_ms = patched_ms = speedup = None
         alone: dict[str, float] = {}
         if device == "cuda" and report.swapped:
-            original_ms, patched_ms, speedup = _rounds(model, inputs, ops)
+            original_ms, patched_ms, speedup = _rounds(model, inputs, ops, chains)
             for op in swapped_ops:
                 folder = next((p for p in ops if _op_name(p) == op), None)
                 if folder is not None:
-                    alone[op] = _rounds(model, inputs, [folder])[2] if len(swapped_ops) > 1 else speedup
+                    alone[op] = _rounds(model, inputs, [folder], chains)[2] if len(swapped_ops) > 1 else speedup
         elif device != "cuda":
             notes.append("timing needs a GPU: on a CPU the kernels run in Triton's interpreter, so only the "
                          "outputs are compared")

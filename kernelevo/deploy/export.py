@@ -15,16 +15,19 @@ are right, but nothing about their speed is known, so no loader may choose them 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from kernelevo.candidate import source_digest
 from kernelevo.deploy.manifest import MANIFEST, KernelEntry, Manifest
 from kernelevo.deploy.signature import TensorArg, size_signature
 from kernelevo.evaluate.verdict import size_speedup
-from kernelevo.problem import Problem, ProblemError, load_problem
+from kernelevo.problem import Problem, ProblemError, flatten_outputs, load_problem
 from kernelevo.store import Store, StoredCandidate
 
 
@@ -68,6 +71,34 @@ def _inputs(problem: Problem | None, size: dict[str, Any]) -> list[str] | None:
     except Exception:  # noqa: BLE001 - a size that no longer builds here: the manifest says nothing
         return None
     return [f"{a.dtype.removeprefix('torch.')}{list(a.shape)}" if isinstance(a, TensorArg) else a for a in sig.inputs]
+
+
+def _mode_independent(problem: Problem | None) -> bool:
+    """Whether the problem's Model gives the same outputs and state in eval mode as in training
+    mode (the judge's), at its smallest declared size, on this CPU: a LayerNorm does, a BatchNorm
+    or a Dropout does not."""
+    if problem is None:
+        return False
+    try:
+        sizes = sorted(problem.declared or problem.sizes, key=lambda s: sum(v for v in s.values()
+                                                                           if isinstance(v, int)))
+        ns = problem.namespace(sizes[0] if sizes else {})
+        torch.manual_seed(0)
+        model = ns.Model(*ns.get_init_inputs())
+        inputs = ns.get_inputs()
+        runs = []
+        for train in (True, False):
+            m = copy.deepcopy(model).train(train)
+            torch.manual_seed(1)
+            with torch.no_grad():
+                out = list(flatten_outputs(m(*copy.deepcopy(inputs))))
+            runs.append((out, m.state_dict()))
+    except Exception:  # noqa: BLE001 - unknown: only the judged mode is used
+        return False
+    (out_t, st_t), (out_e, st_e) = runs
+    same = len(out_t) == len(out_e) and all(
+        torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b for a, b in zip(out_t, out_e, strict=True))
+    return same and all(torch.equal(st_t[k], st_e[k]) for k in st_t)
 
 
 def _run_id(db: Path, meta: dict[str, Any]) -> str:
@@ -135,6 +166,7 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
         op=op, gpu_key=gpu_key, correctness_only=not measured, problem_file="../problem.py",
         problem_sha256=source_digest(problem_source), overrides=meta.get("overrides") or {},
         atol=atol, rtol=rtol, sizes=sizes, best=best_entry, champions=champion_entries,
+        mode_independent=_mode_independent(_problem(problem_path, meta.get("overrides") or {}, False)),
         versions=meta.get("versions") or {}, run={"id": _run_id(db, meta), "db": str(db.resolve()),
                                                    "created": meta.get("created"),
                                                    "exported": time.time(), "kernelevo": meta.get("kernelevo")},

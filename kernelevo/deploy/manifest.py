@@ -49,6 +49,9 @@ class Manifest:
     champions: list[KernelEntry] = field(default_factory=list)
     versions: dict[str, Any] = field(default_factory=dict)
     run: dict[str, Any] = field(default_factory=dict)
+    # The judge runs a problem in training mode (nn.Module's default). True when the problem's
+    # outputs and state are the same in eval mode, so its kernels may answer eval-mode calls too.
+    mode_independent: bool = False
     manifest_version: int = MANIFEST_VERSION
 
     def to_json(self) -> dict[str, Any]:

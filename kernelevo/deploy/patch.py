@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +176,8 @@ def _form(problem: Any, index: int, size: dict[str, Any]) -> _Form | str:
     with torch.no_grad(), rec:
         out = model(*inputs)
     tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+    if len(tensors) != len(inputs):
+        return "its forward takes non-tensor inputs, which a swapped call could not supply"
     if len(rec.calls) != 1 or rec.calls[0][3] is not out:
         return f"its Model's forward makes {len(rec.calls)} torch calls, not one"
     func, args, kwargs, _ = rec.calls[0]
@@ -224,11 +225,23 @@ def _read_op(op_dir: Path) -> _Op | NotSwapped:
 
 # -- swapping ---------------------------------------------------------------------------------------
 
+PATCH_ATTR = "_kernelevo_patch"  # on the patched model: what unpatch restores (copied with the model)
+
+
 @dataclass
 class _Undo:
-    parent: torch.nn.Module | None  # None: the root's forward ("forward") or a hook handle ("hook")
+    parent: torch.nn.Module
     name: str
-    original: Any
+    original: torch.nn.Module
+    replacement: torch.nn.Module
+
+
+@dataclass
+class _Patch:
+    swaps: list[_Undo] = field(default_factory=list)
+    hooks: list[Any] = field(default_factory=list)
+    forward: Any = None  # the model's own instance-level forward before patch (None: its class's)
+    routed: bool = False
 
 
 def _rename(state: dict[str, Any], prefix: str, renames: list[tuple[str, str]]) -> None:
@@ -243,26 +256,28 @@ def _rename(state: dict[str, Any], prefix: str, renames: list[tuple[str, str]]) 
     state.update(items)
 
 
-def _keep_state_keys(parent: torch.nn.Module, renames: list[tuple[str, str]]) -> list[Any]:
-    """A patched model's state_dict has the original model's keys, in the original order, and
-    loads the original's checkpoints: the user's modules sit one level deeper inside the
-    replacement (``ln.reference.op.weight``), so their keys are renamed on the way out and in."""
-    def out(module: torch.nn.Module, state: dict[str, Any], prefix: str, meta: Any) -> None:
-        _rename(state, prefix, renames)
+class _StateOut:
+    """A patched model's state_dict has the original model's keys, in the original order: the
+    user's modules sit one level deeper inside the replacement (``ln.reference.op.weight``)."""
 
-    def into(module: torch.nn.Module, state: dict[str, Any], prefix: str, *rest: Any) -> None:
-        _rename(state, prefix, [(new, old) for old, new in renames])
+    def __init__(self, renames: list[tuple[str, str]]) -> None:
+        self.renames = renames
 
-    return [parent.register_state_dict_post_hook(out), parent.register_load_state_dict_pre_hook(into)]
+    def __call__(self, module: torch.nn.Module, state: dict[str, Any], prefix: str, meta: Any) -> None:
+        _rename(state, prefix, self.renames)
 
 
-_patched: weakref.WeakKeyDictionary[torch.nn.Module, list[_Undo]] = weakref.WeakKeyDictionary()
+class _StateIn(_StateOut):
+    """... and loads the original model's checkpoints."""
+
+    def __call__(self, module: torch.nn.Module, state: dict[str, Any], prefix: str, *rest: Any) -> None:  # type: ignore[override]
+        _rename(state, prefix, [(new, old) for old, new in self.renames])
 
 
 class _CallSwap(TorchFunctionMode):
     """Routes matching torch calls to exported ops while the patched model's forward runs."""
 
-    def __init__(self, routes: list[tuple[tuple[str, Any], int, Callable[[tuple[Any, ...]], ExportedOp]]]) -> None:
+    def __init__(self, routes: list[tuple[tuple[str, Any], int, ExportedOp]]) -> None:
         super().__init__()
         self.routes = routes
         # Most calls are not candidates: one set lookup lets them through (and keeps Dynamo's trace plain).
@@ -280,10 +295,27 @@ class _CallSwap(TorchFunctionMode):
     def _route(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> ExportedOp | None:
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         bound = _bind(func, args, kwargs, tensors)
-        for call, n, module_for in self.routes:
+        for call, n, exported in self.routes:
             if bound == call and len(tensors) == n:
-                return module_for(())
+                return exported
         return None
+
+
+class _RoutedForward:
+    """The patched model's forward: its own forward inside the call-swapping mode. A class, not
+    a closure, so a deep copy of the model (an EMA copy, say) routes its own forward, not the
+    original's, and the model still pickles."""
+
+    def __init__(self, model: torch.nn.Module, mode: _CallSwap, original: Any) -> None:
+        self.model, self.mode, self.original = model, mode, original
+
+    # Entering the mode stays eager (Dynamo would recompile this frame per mode-stack state); the
+    # model's forward inside is compiled as usual, with the mode on its stack.
+    @torch.compiler.disable(recursive=False)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        forward = self.original if self.original is not None else type(self.model).forward.__get__(self.model)
+        with self.mode:
+            return forward(*args, **kwargs)
 
 
 def _op_dirs(ops: Iterable[str | Path] | None) -> list[Path]:
@@ -297,16 +329,22 @@ def _op_dirs(ops: Iterable[str | Path] | None) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / "problem.py").is_file() and gpu_keys(p)) if root.is_dir() else []
 
 
-def patch(model: torch.nn.Module, ops: Iterable[str | Path] | None = None) -> PatchReport:
+def patch(model: torch.nn.Module, ops: Iterable[str | Path] | None = None, *, chains: bool = False) -> PatchReport:
     """Swap exported kernels into ``model`` in place (``ops``: op folders; default every exported
-    op under ``./kernels``). Returns what was swapped, what was not and why."""
+    op under ``./kernels``). Returns what was swapped, what was not and why.
+
+    Chains (two or more modules of an ``nn.Sequential`` fused into one kernel) are swapped only with
+    ``chains=True``: afterwards ``seq[0]`` returns the fused output and the rest are
+    ``nn.Identity``, which code that indexes or iterates the Sequential would see."""
     if not isinstance(model, torch.nn.Module):
         raise PatchError(f"patch needs an nn.Module, got {type(model).__name__}")
-    if model in _patched:
-        raise PatchError("the model is patched already; unpatch it first")
+    patched = [n or "the model" for n, m in model.named_modules() if PATCH_ATTR in m.__dict__]
+    if patched or any(isinstance(m, ExportedOp) for m in model.modules()):
+        where = patched[0] if patched else "part of it"
+        raise PatchError(f"{where} is patched already; unpatch it first")
     report = PatchReport()
-    undo: list[_Undo] = []
-    routes: list[tuple[tuple[str, Any], int, Callable[[tuple[Any, ...]], ExportedOp]]] = []
+    record = _Patch()
+    routes: list[tuple[tuple[str, Any], int, ExportedOp]] = []
     for op_dir in _op_dirs(ops):
         op = _read_op(op_dir)
         if isinstance(op, NotSwapped):
@@ -315,18 +353,12 @@ def patch(model: torch.nn.Module, ops: Iterable[str | Path] | None = None) -> Pa
         if op.forms[0].call is not None:
             routes.extend(_function_routes(op, report))
         else:
-            _swap_modules(model, op, report, undo)
+            _swap_modules(model, op, report, record, chains)
     if routes:
-        original = model.__dict__.get("forward")
-        bound_forward = model.forward
-        mode = _CallSwap(routes)
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            with mode:
-                return bound_forward(*args, **kwargs)
-        model.forward = forward  # type: ignore[method-assign]
-        undo.append(_Undo(None, "forward", original))
-    _patched[model] = undo
+        record.forward = model.__dict__.get("forward")
+        record.routed = True
+        model.forward = _RoutedForward(model, _CallSwap(routes), record.forward)  # type: ignore[method-assign]
+    model.__dict__[PATCH_ATTR] = record
     return report
 
 
@@ -346,11 +378,11 @@ def _function_routes(op: _Op, report: PatchReport) -> list[Any]:
         report.replacements.append(exported)
         args = ", ".join(f"{k}={v!r}" for k, v in form.call[1] if not (isinstance(v, tuple) and v[:1] == ("tensor",)))
         report.swapped.append(Swap("forward", op.name, f"{form.call[0]}({args})"))
-        routes.append((form.call, form.n_tensors, lambda _a, e=exported: e))
+        routes.append((form.call, form.n_tensors, exported))
     return routes
 
 
-def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, undo: list[_Undo]) -> None:
+def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, record: _Patch, chains: bool) -> None:
     first_cls = op.forms[0].children[0][1]
     n = len(op.forms[0].children)
     for path, parent in list(model.named_modules()):
@@ -375,6 +407,10 @@ def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, undo: li
                                                      f"has constructor arguments no export verified "
                                                      f"(verified: {'; '.join(verified)})"))
                 continue
+            if n > 1 and not chains:
+                report.not_swapped.append(NotSwapped(where, op.name, "a chain: swapped with patch(..., chains=True), "
+                                                     "after which indexing the Sequential sees the fused output"))
+                continue
             try:
                 exported = load(op.op_dir, *form.init)
             except LoadError as e:
@@ -382,33 +418,48 @@ def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, undo: li
                 return
             for (cname, *_), m in zip(form.children, run, strict=True):
                 exported.reference._modules[cname] = m  # the user's modules are the reference: shared weights
+            exported.guards = [(m, m.extra_repr()) for m in run]  # eps changed later: the reference answers
+            exported._call_signature = _signature_of_forward(child)
             exported.train(child.training)
-            for k, m in zip(names[j:j + n], run, strict=True):
-                undo.append(_Undo(parent, k, m))
             parent._modules[name] = exported
-            for k in names[j + 1:j + n]:
-                parent._modules[k] = torch.nn.Identity()
+            record.swaps.append(_Undo(parent, name, child, exported))
+            for k, m in zip(names[j + 1:j + n], run[1:], strict=True):
+                identity = torch.nn.Identity()
+                parent._modules[k] = identity
+                record.swaps.append(_Undo(parent, k, m, identity))
             renames = [(f"{name}.reference.{cname}.", f"{k}.") for (cname, *_), k in
                        zip(form.children, names[j:j + n], strict=True)]
-            for handle in _keep_state_keys(parent, renames):
-                undo.append(_Undo(None, "hook", handle))
+            record.hooks += [parent.register_state_dict_post_hook(_StateOut(renames)),
+                             parent.register_load_state_dict_pre_hook(_StateIn(renames))]
             report.replacements.append(exported)
             what = " + ".join(f"{type(m).__name__}({m.extra_repr()})" for m in run)
             report.swapped.append(Swap(where, op.name, what))
 
 
-def unpatch(model: torch.nn.Module) -> None:
-    """Put back exactly the modules and forward that ``patch`` replaced."""
-    undo = _patched.pop(model, None)
-    if undo is None:
+def _signature_of_forward(module: torch.nn.Module) -> inspect.Signature | None:
+    try:
+        return inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return None
+
+
+def unpatch(model: torch.nn.Module) -> list[str]:
+    """Put back the modules and forward that ``patch`` replaced. A slot the user has filled with
+    another module since is left as it is; returns those slots' names."""
+    record = model.__dict__.pop(PATCH_ATTR, None)
+    if record is None:
         raise PatchError("the model is not patched")
-    for u in reversed(undo):
-        if u.parent is None and u.name == "hook":
-            u.original.remove()
-        elif u.parent is None:
-            if u.original is None:
-                del model.forward
-            else:
-                model.forward = u.original
-        else:
+    kept = []
+    for h in record.hooks:
+        h.remove()
+    for u in reversed(record.swaps):
+        if u.parent._modules.get(u.name) is u.replacement:
             u.parent._modules[u.name] = u.original
+        else:
+            kept.append(u.name)
+    if record.routed:
+        if record.forward is None:
+            model.__dict__.pop("forward", None)
+        else:
+            model.forward = record.forward  # type: ignore[method-assign]
+    return kept
