@@ -48,6 +48,7 @@ class Entry:
     problem: Problem
     kernels: dict[str, torch.nn.Module]
     verified: list[Signature]
+    verified_attrs: set[tuple[Any, ...]]  # plain_attributes of the problem's Model at each verified size
     broken: set[str] = field(default_factory=set)  # kernel files that raised: off for the process
 
     @property
@@ -81,6 +82,19 @@ def _tie(kernel: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 def _needs_grad(tensors: list[torch.Tensor], module: torch.nn.Module) -> bool:
     """Whether autograd would record this call (state_dict() detaches, so ask the parameters)."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in [*tensors, *module.parameters()])
+
+
+def plain_attributes(root: torch.nn.Module) -> tuple[Any, ...]:
+    """The constructor-level state of a module tree: each module's class and plain attributes
+    (``eps``, ``count_include_pad``, ``align_corners``, ...; not tensors, submodules, callables or
+    private ones). ``extra_repr()`` is not enough: it leaves out arguments that change the result."""
+    out = []
+    for m in root.modules():
+        items = tuple(sorted((k, repr(v)) for k, v in vars(m).items()
+                             if not k.startswith("_") and k != "training" and not callable(v)
+                             and not isinstance(v, (torch.Tensor, torch.nn.Module))))
+        out.append((type(m).__qualname__, items))
+    return tuple(out)
 
 
 def _hooked(module: torch.nn.Module) -> bool:
@@ -129,7 +143,7 @@ class ExportedOp(torch.nn.Module):
         self.op, self.op_dir = op, op_dir
         self.reference = reference
         self.init_inputs = init_inputs
-        self.guards: list[tuple[torch.nn.Module, str]] = []
+        self.direct: torch.nn.Module | None = None
         self.notes: list[str] = []
         self.calls: Counter[str] = Counter()
         self.last = REFERENCE
@@ -248,13 +262,15 @@ class ExportedOp(torch.nn.Module):
             if bound is None or bound.kwargs:
                 self._say("keyword arguments the kernels' positional form cannot take")
                 # The user's own module (a swapped one) takes its own keywords; else the problem's Model.
-                original = self.guards[0][0] if len(self.guards) == 1 else self.reference
+                original = self.direct if self.direct is not None else self.reference
                 self.last = REFERENCE
                 self.calls[REFERENCE] += 1
                 return original(*args, **kwargs)
             args = tuple(bound.args)
         if torch.compiler.is_compiling():
             return self._traced(args)
+        if torch.jit.is_tracing():  # a TorchScript trace records what runs: the reference's ops
+            return self._reference(args)
         return self._eager(args)
 
     def _traced(self, args: tuple[Any, ...]) -> Any:
@@ -273,13 +289,13 @@ class ExportedOp(torch.nn.Module):
         """Why no kernel may answer this call whatever its shape, or None."""
         if _needs_grad(tensors, self.reference):
             return "autograd is on (the exported kernels are forward-only)"
-        if tensors and torch.is_autocast_enabled(tensors[0].device.type):
+        device = tensors[0].device.type if tensors else "cpu"
+        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
             return "autocast is on (the kernels were judged at the problem's own dtypes)"
+        if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
+            return "a torch.func transform (vmap, grad, ...) is running"
         if _hooked(self.reference):
             return "forward hooks on the module (a kernel would skip them)"
-        for module, text in self.guards:
-            if module.extra_repr() != text:
-                return f"{type(module).__name__} changed since it was swapped in ({module.extra_repr()})"
         return None
 
     def _eager(self, args: tuple[Any, ...]) -> Any:
@@ -300,6 +316,11 @@ class ExportedOp(torch.nn.Module):
         if plan is None:
             return self._reference(args)
         manifest = plan.entry.manifest
+        if plain_attributes(self.reference) not in plan.entry.verified_attrs:
+            self._say("constructor arguments no export verified (" + "; ".join(
+                f"{cls}({', '.join(f'{k}={v}' for k, v in items)})" for cls, items in plain_attributes(self.reference)
+                if items) + ")")
+            return self._reference(args)
         training = {m.training for m in self.reference.modules()}
         if not manifest.mode_independent and training != {True}:
             # The judge ran the problem in training mode, and this op's output depends on the mode.
@@ -315,9 +336,10 @@ class ExportedOp(torch.nn.Module):
             with _INTERPRETER_LOCK if manifest.gpu_key == CPU_KEY else contextlib.nullcontext():
                 _tie(kernel, state)
                 kernel.train(True in training)
+                before = {k: v.clone() for k, v in state.items()} if plan.unchecked else {}
                 out = kernel(*args)
                 if plan.unchecked:
-                    out = self._first_sight(plan, kernel, args, out)
+                    out = self._first_sight(plan, kernel, args, out, before)
         except Exception as e:  # noqa: BLE001 - a kernel that fails here must not take the model down
             plan.entry.broken.add(plan.file)
             self._plans.clear()  # every shape that chose this kernel chooses again
@@ -329,22 +351,45 @@ class ExportedOp(torch.nn.Module):
         self.calls[plan.label] += 1
         return out
 
-    def _first_sight(self, plan: _Plan, kernel: torch.nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+    def _first_sight(self, plan: _Plan, kernel: torch.nn.Module, args: tuple[Any, ...], out: Any,
+                     before: dict[str, torch.Tensor]) -> Any:
         """Compare a bucket shape's kernel with the reference, on the caller's input and on a fresh
         random draw (a kernel right on zeros or on one input can be wrong on the next); None when
-        they disagree."""
-        fresh = tuple(torch.randn_like(a) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                      for a in args)
+        they disagree. The call already ran once (``out``); the comparisons run from a snapshot of
+        the state taken before it and leave the state as that call left it, and the draw comes from
+        a private generator: a user's running statistics and random stream see one call."""
+        state = self.reference.state_dict()
+        after = {k: v.clone() for k, v in state.items()}
+
+        def restore(snapshot: dict[str, torch.Tensor]) -> None:
+            with torch.no_grad():
+                for k, v in state.items():
+                    v.copy_(snapshot[k])
+        gen = torch.Generator(device=args[0].device if isinstance(args[0], torch.Tensor) else "cpu").manual_seed(0)
+        fresh = tuple(torch.randn(a.shape, generator=gen, dtype=a.dtype, device=a.device)
+                      if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
         m = plan.entry.manifest
         for label, call, got in (("the caller's input", args, out), ("a random draw", fresh, None)):
-            got = kernel(*call) if got is None else got
-            c = compare_outputs(list(flatten_outputs(got)), list(flatten_outputs(self.reference(*call))),
-                                m.atol, m.rtol)
+            restore(before)
+            if got is None:
+                got = kernel(*call)
+                kernel_state = {k: v.clone() for k, v in state.items()}
+            else:
+                kernel_state = after
+            got = [g.clone() for g in flatten_outputs(got)]
+            restore(before)
+            expected = list(flatten_outputs(self.reference(*call)))
+            c = compare_outputs(got, expected, m.atol, m.rtol)
+            if c.ok:
+                c = compare_outputs(list(kernel_state.values()), list(state.values()), m.atol, m.rtol)
+                c = c if c.ok else type(c)(False, f"the state after the call differs: {c.reason}", 0.0, 0.0)
             if not c.ok:  # off for this shape only: the verified ones keep their kernel
                 self._plans = {k: (None if p is plan else p) for k, p in self._plans.items()}
                 self._say(f"inputs ({plan.sig.describe()}) are inside the verified sizes on {m.gpu_key} but "
                           f"{plan.file} disagreed with the reference there, on {label}: {c.reason}")
+                restore(before)
                 return None
+        restore(after)
         plan.unchecked = False
         return out
 

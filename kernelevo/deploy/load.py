@@ -24,10 +24,10 @@ import torch
 from torch.utils import _pytree as pytree
 
 from kernelevo.candidate import source_digest
-from kernelevo.deploy.exported import REFERENCE, Entry, ExportedOp, one_line
+from kernelevo.deploy.exported import REFERENCE, Entry, ExportedOp, one_line, plain_attributes
 from kernelevo.deploy.manifest import ManifestError, gpu_keys, read_export
 from kernelevo.deploy.signature import size_signature
-from kernelevo.problem import ProblemError, load_problem
+from kernelevo.problem import Problem, ProblemError, load_problem
 
 __all__ = ["REFERENCE", "ExportedOp", "LoadError", "import_kernel", "load"]
 
@@ -65,12 +65,20 @@ def import_kernel(path: Path, source: str) -> types.ModuleType:
         return module
 
 
+def _attributes_at(problem: Problem, size: dict[str, Any]) -> tuple[Any, ...]:
+    """The problem's Model's constructor-level state at a verified size (built on meta: no memory)."""
+    ns = problem.namespace(size)
+    with torch.device("meta"):
+        return plain_attributes(ns.Model(*ns.get_init_inputs()))
+
+
 def _build_entry(op_dir: Path, key: str, reference: torch.nn.Module, init: tuple[Any, ...]) -> Entry:
     export = read_export(op_dir, key)
     m = export.manifest
     try:
         problem = load_problem(export.problem_path, m.overrides, device="cpu")
         verified = [size_signature(problem, s["size"]) for s in m.sizes]
+        verified_attrs = {_attributes_at(problem, s["size"]) for s in m.sizes}
     except Exception as e:  # noqa: BLE001 - a problem that no longer runs here: say so, keep the reference
         raise ManifestError(f"{export.problem_path}: cannot describe the verified sizes "
                             f"({type(e).__name__}: {e})") from None
@@ -86,7 +94,7 @@ def _build_entry(op_dir: Path, key: str, reference: torch.nn.Module, init: tuple
             raise ManifestError(f"{export.folder / entry.file}: cannot be built here "
                                 f"({one_line(e)})") from None
         kernels[entry.file] = kernel.eval()
-    return Entry(export, problem, kernels, verified)
+    return Entry(export, problem, kernels, verified, verified_attrs)
 
 
 def load(op_dir: str | Path, *init_inputs: Any, strict: bool = False) -> ExportedOp:

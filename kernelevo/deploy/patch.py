@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode, get_testing_overrides
 
+from kernelevo.deploy.exported import plain_attributes
 from kernelevo.deploy.load import ExportedOp, LoadError, load
 from kernelevo.deploy.manifest import gpu_keys
 from kernelevo.problem import ProblemError, load_problem
@@ -134,14 +135,17 @@ class _Form:
 
     size: int
     init: tuple[Any, ...]
-    # Per child in call order: its attribute name, class, extra_repr() and state shapes.
-    children: tuple[tuple[str, type, str, tuple[tuple[str, tuple[int, ...]], ...]], ...] = ()
+    # Per child in call order: its attribute name, class, extra_repr() (for messages) and its
+    # constructor-level state: plain attributes and state shapes (what must match a user's module).
+    children: tuple[tuple[str, type, str, tuple[Any, ...]], ...] = ()
     call: tuple[str, tuple[tuple[str, Any], ...]] | None = None  # a functional call's bound form
     n_tensors: int = 0
 
 
-def _state_shapes(m: torch.nn.Module) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    return tuple((k, tuple(v.shape)) for k, v in sorted(m.state_dict().items()))
+def _identity(m: torch.nn.Module) -> tuple[Any, ...]:
+    """What makes two modules of a class interchangeable: plain attributes (``extra_repr()`` leaves
+    out ``count_include_pad``, ``align_corners``, ...) and state shapes."""
+    return plain_attributes(m), tuple((k, tuple(v.shape)) for k, v in sorted(m.state_dict().items()))
 
 
 def _form(problem: Any, index: int, size: dict[str, Any]) -> _Form | str:
@@ -168,7 +172,7 @@ def _form(problem: Any, index: int, size: dict[str, Any]) -> _Form | str:
         if own or not chained:
             return "its Model does more than apply its child modules in a chain (the chain is inside forward code)"
         by_name = dict(children)
-        return _Form(index, init, tuple((n, type(by_name[n]), by_name[n].extra_repr(), _state_shapes(by_name[n]))
+        return _Form(index, init, tuple((n, type(by_name[n]), by_name[n].extra_repr(), _identity(by_name[n]))
                                         for n, _, _ in order))
     if model.state_dict():
         return "its Model has state but no child module to match"
@@ -399,8 +403,8 @@ def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, record: 
             if n > 1 and not (isinstance(parent, torch.nn.Sequential) and [type(m) for m in run] == classes):
                 continue  # not this chain (only nn.Sequential says which module runs next)
             form = next((f for f in op.forms if len(run) == n and all(
-                type(m) is c and m.extra_repr() == r and _state_shapes(m) == s
-                for m, (_, c, r, s) in zip(run, f.children, strict=True))), None)
+                type(m) is c and _identity(m) == ident
+                for m, (_, c, _, ident) in zip(run, f.children, strict=True))), None)
             if form is None:
                 verified = sorted({f.children[0][2] for f in op.forms})
                 report.not_swapped.append(NotSwapped(where, op.name, f"{type(child).__name__}({child.extra_repr()}) "
@@ -418,7 +422,8 @@ def _swap_modules(model: torch.nn.Module, op: _Op, report: PatchReport, record: 
                 return
             for (cname, *_), m in zip(form.children, run, strict=True):
                 exported.reference._modules[cname] = m  # the user's modules are the reference: shared weights
-            exported.guards = [(m, m.extra_repr()) for m in run]  # eps changed later: the reference answers
+            if n == 1:  # a plain attribute, not a submodule: the module is already the reference's child
+                exported.__dict__["direct"] = child
             exported._call_signature = _signature_of_forward(child)
             exported.train(child.training)
             parent._modules[name] = exported
