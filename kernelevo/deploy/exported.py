@@ -97,13 +97,13 @@ def plain_attributes(root: torch.nn.Module) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _hooked(module: torch.nn.Module) -> bool:
+def _hooked(modules: list[torch.nn.Module]) -> bool:
     """Forward hooks the kernel would skip: on the module tree, or global ones."""
     from torch.nn.modules import module as mm
 
     if mm._global_forward_hooks or mm._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
 
 def _device_key(device: torch.device, cache: dict[str, str]) -> str | None:
@@ -159,6 +159,7 @@ class ExportedOp(torch.nn.Module):
         """What a copy or an unpickled module builds afresh: registered ops are per process."""
         self._keys: dict[str, str] = {}
         self._plans: dict[Any, _Plan | None] = {}  # per call shape: how it runs (None: the reference)
+        self._attrs_cache: tuple[Any, Any] | None = None
         self.kernel_ops: dict[str, Any] = {}  # "<gpu-key>/<file>" -> its torch.ops.kernelevo op, once used
         me = weakref.ref(self)
 
@@ -177,7 +178,7 @@ class ExportedOp(torch.nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
-        for transient in ("_keys", "_plans", "kernel_ops", "dispatch_op"):
+        for transient in ("_keys", "_plans", "kernel_ops", "dispatch_op", "_attrs_cache"):
             state.pop(transient, None)
         return state
 
@@ -285,7 +286,16 @@ class ExportedOp(torch.nn.Module):
         leaves = self.dispatch_op(list(args), list(state.values()))
         return pytree.tree_unflatten(leaves, self._out_spec_default)
 
-    def _refused(self, args: tuple[Any, ...], tensors: list[torch.Tensor]) -> str | None:
+    def _attributes(self, modules: list[torch.nn.Module]) -> tuple[Any, ...]:
+        """plain_attributes of the reference, recomputed only when an attribute object changed:
+        assigning ``eps`` (or anything) replaces the object, so identities are a cheap witness."""
+        witness = tuple(tuple(map(id, vars(m).values())) for m in modules)
+        if self._attrs_cache is None or self._attrs_cache[0] != witness:
+            self._attrs_cache = (witness, plain_attributes(self.reference))
+        return self._attrs_cache[1]
+
+    def _refused(self, args: tuple[Any, ...], tensors: list[torch.Tensor], modules: list[torch.nn.Module]
+                 ) -> str | None:
         """Why no kernel may answer this call whatever its shape, or None."""
         if _needs_grad(tensors, self.reference):
             return "autograd is on (the exported kernels are forward-only)"
@@ -294,13 +304,14 @@ class ExportedOp(torch.nn.Module):
             return "autocast is on (the kernels were judged at the problem's own dtypes)"
         if any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors):
             return "a torch.func transform (vmap, grad, ...) is running"
-        if _hooked(self.reference):
+        if _hooked(modules):
             return "forward hooks on the module (a kernel would skip them)"
         return None
 
     def _eager(self, args: tuple[Any, ...]) -> Any:
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        why = self._refused(args, tensors)
+        modules = list(self.reference.modules())
+        why = self._refused(args, tensors, modules)
         if why:
             self._say(why)
             return self._reference(args)
@@ -316,12 +327,12 @@ class ExportedOp(torch.nn.Module):
         if plan is None:
             return self._reference(args)
         manifest = plan.entry.manifest
-        if plain_attributes(self.reference) not in plan.entry.verified_attrs:
+        if self._attributes(modules) not in plan.entry.verified_attrs:
             self._say("constructor arguments no export verified (" + "; ".join(
-                f"{cls}({', '.join(f'{k}={v}' for k, v in items)})" for cls, items in plain_attributes(self.reference)
+                f"{cls}({', '.join(f'{k}={v}' for k, v in items)})" for cls, items in self._attributes(modules)
                 if items) + ")")
             return self._reference(args)
-        training = {m.training for m in self.reference.modules()}
+        training = {m.training for m in modules}
         if not manifest.mode_independent and training != {True}:
             # The judge ran the problem in training mode, and this op's output depends on the mode.
             self._say("the module is in eval mode; this op's kernels were judged in training mode, where its "
@@ -335,7 +346,8 @@ class ExportedOp(torch.nn.Module):
             # Triton's interpreter patches triton.language globally while a kernel runs: one at a time.
             with _INTERPRETER_LOCK if manifest.gpu_key == CPU_KEY else contextlib.nullcontext():
                 _tie(kernel, state)
-                kernel.train(True in training)
+                if kernel.training != (True in training):
+                    kernel.train(True in training)
                 before = {k: v.clone() for k, v in state.items()} if plan.unchecked else {}
                 out = kernel(*args)
                 if plan.unchecked:
