@@ -194,7 +194,8 @@ def optimize(
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     strategy: Annotated[
         str | None,
-        typer.Option(help=f"archive (quality-diversity) or sample (baseline) (default {_D.search.strategy})"),
+        typer.Option(help=f"search strategy: map-elites (quality-diversity) or sample (baseline) "
+                          f"(default {_D.search.strategy})"),
     ] = None,
     concurrency: Annotated[
         int | None, typer.Option(help=f"model calls in flight (default {_D.search.concurrency})")
@@ -230,8 +231,10 @@ def optimize(
     ) if not ok]
     if wrong:
         _fail("; ".join(wrong), debug)
-    if s.strategy not in ("archive", "sample"):
-        _fail(f"--strategy must be archive or sample, got {s.strategy!r}", debug)
+    from kernelevo import strategies
+
+    if strategies.ALIASES.get(s.strategy, s.strategy) not in strategies.REGISTRY:
+        _fail(f"--strategy must be one of {', '.join(strategies.names())}, got {s.strategy!r}", debug)
     dev = device or _default_device()
     if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
         _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)

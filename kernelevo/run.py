@@ -21,6 +21,17 @@ class RunError(ValueError):
     """A run that cannot start; the message is one line."""
 
 
+def _check_strategy(store: Store, name: str) -> None:
+    """A run keeps its strategy: another one could not read its saved state."""
+    from kernelevo import strategies
+
+    saved = store.state("strategy")
+    name = strategies.ALIASES.get(name, name)
+    if saved and saved["name"] != name:
+        raise RunError(f"{store.path}: this run searches with strategy {saved['name']}, not {name}; "
+                       f"use --strategy {saved['name']} or another --db")
+
+
 def _check_meta(store: Store, problem: Problem, device: str) -> None:
     """A database belongs to one problem (same file contents, same --set) on one device kind."""
     want = {"problem": problem.name, "problem_digest": problem.digest, "overrides": problem.overrides,
@@ -124,6 +135,7 @@ def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_s
     store = Store(db, lock=True)
     try:
         _check_meta(store, problem, device)
+        _check_strategy(store, settings.search.strategy)
         return Run(problem, device, settings, store, seed_source, seed_name)
     except BaseException:
         store.close()

@@ -16,12 +16,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from typing import Any
 
-from kernelevo.archive import Archive, Entry, behaviour_descriptors, code_descriptors
+from kernelevo import strategies
+from kernelevo.archive import behaviour_descriptors, code_descriptors
 from kernelevo.candidate import Candidate, detect_language, source_digest
 from kernelevo.evaluate.verdict import Evaluation, Verdict, size_speedup
 from kernelevo.propose.prompt import Shown
 from kernelevo.propose.proposer import Plan, Proposal, Proposer
-from kernelevo.propose.tiers import Choice, TierPolicy, TierState
+from kernelevo.propose.tiers import Choice
 from kernelevo.settings import SearchSettings
 from kernelevo.store import CallRecord, Store, StoredCandidate
 
@@ -77,6 +78,17 @@ def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:
     return fut
 
 
+def _strategy_state(store: Store) -> dict[str, Any] | None:
+    """The strategy's saved state; a run made before strategies were plug-ins kept the archive's
+    and the tiers' state under their own keys."""
+    saved = store.state("strategy")
+    if saved:
+        return saved["state"]
+    if store.state("archive"):
+        return {"archive": store.state("archive"), "tiers": store.state("tiers")}
+    return None
+
+
 def _shown(c: StoredCandidate) -> Shown:
     return Shown(c.id, c.source, c.evaluation, c.cell, c.note)
 
@@ -100,11 +112,9 @@ class Search:
         self.stats = stats
         self.ceilings = ceilings  # (bytes/s, FLOP/s) of this GPU's calibration: the roofline descriptor
         self.on_event = on_event or (lambda e: None)
-        arch = store.state("archive")
-        self.archive = Archive.from_dict(arch) if arch else Archive(n_sizes, settings.warmup, settings.bins)
-        self.tiers = TierState.from_dict(store.state("tiers"))
-        self.policy = TierPolicy(settings.strong_share, settings.stagnation, settings.fix_share,
-                                 tune_share=0.1 if proposer.tuner is not None and not proposer.offline else 0.0)
+        tune_share = 0.1 if proposer.tuner is not None and not proposer.offline else 0.0
+        self.strategy = strategies.make(settings.strategy, settings, n_sizes, _strategy_state(store),
+                                        tune_share=tune_share)
         self.rng = random.Random(settings.seed)
         rng_state = store.state("rng")
         if rng_state:
@@ -114,7 +124,7 @@ class Search:
 
     # -- state ------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"archive": self.archive.to_dict(), "tiers": self.tiers.to_dict(), "rng": self.rng.getstate()}
+        return {"strategy": {"name": self.strategy.name, "state": self.strategy.to_dict()}, "rng": self.rng.getstate()}
 
     def add_seed(self, source: str, name: str) -> int | None:
         """The seed kernel is candidate #1 of a new run; a resumed run already has it."""
@@ -125,35 +135,17 @@ class Search:
 
     # -- planning ---------------------------------------------------------------------------
     def _plan(self) -> Plan | None:
-        evaluated = self.store.count_done()
-        best = self.archive.best
-        failures = [c for c in self.store.recent_failures(6) if c.note != "unusable reply"]
         seed = self.store.seed()
-        choice, self.tiers = self.policy.choose(
-            self.tiers, evaluated, self.rng, have_elites=best is not None, have_failures=bool(failures),
-            can_tune=self.proposer.tuner is not None, strategy=self.s.strategy,
-        )
-        if self.proposer.offline:  # the tuner walks the archive's elites and the seed
+        failures = [c for c in self.store.recent_failures(6) if c.note != "unusable reply"]
+        if self.proposer.offline:  # the tuner walks the strategy's elites and the seed
             return self._plan_tuner(seed)
-        parent: StoredCandidate | None = None
-        inspirations: list[StoredCandidate] = []
-        shown_failures: list[StoredCandidate] = []
-        if choice.kind == "write" and seed is not None:  # the seed is still being judged: start from it anyway
-            choice = Choice(choice.tier, "improve")
-            parent = seed
-        elif choice.kind == "sample":
-            parent = seed
-        elif choice.kind == "fix":
-            parent = self.rng.choice(failures[:3])
-        elif choice.kind in ("improve", "rethink", "tune"):
-            entry, insp, _ = self.archive.sample(self.rng, self.s.inspirations)
-            if choice.kind in ("rethink", "tune"):
-                entry = best
-            parent = self.store.candidate(entry.id) if entry else None
-            inspirations = [c for e in insp if e.id != (entry.id if entry else None)
-                            and (c := self.store.candidate(e.id)) is not None]
-            if parent is not None and choice.kind == "improve":
-                shown_failures = self.store.recent_failures(2, parent_id=parent.id)
+        ctx = strategies.Context(self.store.count_done(), seed.id if seed else None, tuple(c.id for c in failures),
+                                 can_tune=self.proposer.tuner is not None, offline=self.proposer.offline)
+        ask = self.strategy.sample(self.rng, ctx)
+        parent = self.store.candidate(ask.parent) if ask.parent is not None else None
+        inspirations = [c for i in ask.inspirations if (c := self.store.candidate(i)) is not None]
+        shown_failures = [c for i in ask.failures if (c := self.store.candidate(i)) is not None]
+        choice = Choice(ask.tier, ask.kind)
         plan = self.proposer.plan(choice, _shown(parent) if parent else None, [_shown(c) for c in inspirations],
                                   [_shown(c) for c in shown_failures],
                                   tried=self.store.digests() if choice.tier == "tuner" else None)
@@ -164,10 +156,7 @@ class Search:
 
     def _plan_tuner(self, seed: StoredCandidate | None) -> Plan | None:
         tried = self.store.digests()
-        entry, _, _ = self.archive.sample(self.rng, 0)
-        order = [entry] if entry else []
-        order += sorted(self.archive.cells.values(), key=lambda e: -e.fitness)
-        parents = [c for e in order if e and (c := self.store.candidate(e.id))]
+        parents = [c for i in self.strategy.tuner_parents(self.rng) if (c := self.store.candidate(i))]
         if seed is not None:
             parents.append(seed)
         for p in parents:
@@ -194,30 +183,37 @@ class Search:
             judged = Evaluation("proposal", Verdict.REJECTED, f"identical to candidate #{twin}, which was already "
                                 "evaluated; change something", device="")
         origin = "tuner" if prop.plan.model is None else "llm"
-        return self.store.candidate(self.store.add_candidate(cand, origin, digest, call_id, note, judged))
+        cost = prop.call.cost_usd if prop.call else 0.0
+
+        def told(cid: int) -> dict[str, Any]:  # a failure judged before the evaluator: the strategy learns it too
+            assert judged is not None
+            self.strategy.add(strategies.Judged(cid, parent_id, prop.source or "", cand.language, judged,
+                                                cand.model, cand.prompt_kind, cost, self.store.count_done() + 1,
+                                                None, (), None, None))
+            return self._state()
+        return self.store.candidate(self.store.add_candidate(cand, origin, digest, call_id, note, judged,
+                                                             told if judged is not None else None))
 
     def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation) -> None:
-        cell = None
         fitness, speedups = ev.speedup, tuple(size_speedup(s) or 0.0 for s in ev.sizes)
         if ev.ok and fitness is None and ev.timing == "cpu-interpreter":
             # No speed on a CPU: every correct candidate ranks the same (the first in a cell keeps it);
             # the archive still spreads the search over kinds of kernels.
             fitness, speedups = 1.0, tuple(1.0 for _ in ev.sizes)
-        if ev.ok and fitness and fitness > 0:
-            entry = Entry(cand.id, fitness, speedups, code_descriptors(cand.source, cand.language),
-                          behaviour_descriptors(ev.sizes, self.stats, self.ceilings, ev.hybrid))
-            res = self.archive.add(entry)
-            cell = res.cell
-            if res.new_best:
-                self.tiers = self.policy.improved(self.tiers, self.store.count_done() + 1)
-        self.store.record_evaluation(cand.id, ev, cell, self._state())
+        correct = bool(ev.ok and fitness and fitness > 0)
+        added = self.strategy.add(strategies.Judged(
+            cand.id, cand.parent_id, cand.source, cand.language, ev, cand.model, cand.prompt_kind,
+            self.store.candidate_cost(cand.id), self.store.count_done() + 1, fitness if correct else None,
+            speedups if correct else (), code_descriptors(cand.source, cand.language) if correct else None,
+            behaviour_descriptors(ev.sizes, self.stats, self.ceilings, ev.hybrid) if correct else None))
+        self.store.record_evaluation(cand.id, ev, added.cell, self._state())
 
     def _event(self, cid: int) -> None:
-        best = self.archive.best
+        best = self.strategy.best
         c = self.store.candidate(cid)
         assert c is not None
-        self.on_event(Event(c, self.store.count_done(), self.s.budget, best.fitness if best else None,
-                            self.store.cost_usd(), len(self.archive), self.store.verdict_counts()))
+        self.on_event(Event(c, self.store.count_done(), self.s.budget, best[1] if best else None,
+                            self.store.cost_usd(), self.strategy.coverage, self.store.verdict_counts()))
 
     # -- the loop -----------------------------------------------------------------------------
     def _stop_reason(self, start: float) -> str | None:
@@ -304,10 +300,10 @@ class Search:
                 self._drain(calls)
                 break
         elapsed = time.monotonic() - start
-        best = self.archive.best
+        best = self.strategy.best
         return Summary(
-            self.store.count_done(), self.s.budget, stop or "done", best.id if best else None,
-            best.fitness if best else None, self.store.cost_usd(), len(self.archive), self.store.verdict_counts(),
+            self.store.count_done(), self.s.budget, stop or "done", best[0] if best else None,
+            best[1] if best else None, self.store.cost_usd(), self.strategy.coverage, self.store.verdict_counts(),
             round(elapsed, 3), round(max(0.0, 1 - busy_s / elapsed), 4) if elapsed > 0 else 0.0,
             round(1000 * self._controller_s / max(1, self._proposals), 3), self._proposals, models_failed,
         )

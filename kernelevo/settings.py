@@ -60,7 +60,7 @@ class SearchSettings:
     budget: int = 50  # candidates evaluated in the run's database, resumed ones included
     max_cost_usd: float = 0.0  # 0: no dollar limit
     max_time_s: float = 0.0  # 0: no time limit (this invocation's wall time)
-    strategy: str = "archive"  # "archive" (quality-diversity) or "sample" (independent samples of the seed)
+    strategy: str = "map-elites"  # a name from kernelevo.strategies (map-elites, sample, ...); "archive" = map-elites
     concurrency: int = 4  # proposals in flight; enough that the evaluator never waits on a model
     seed: int = 0  # the controller's random choices (parents, tiers, tuner moves)
     warmup: int = 8  # correct candidates observed before descriptor normalisation freezes

@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,9 +300,11 @@ class Store:
         call_id: int | None = None,
         note: str | None = None,
         evaluation: Evaluation | None = None,
+        state_after: Callable[[int], dict[str, Any]] | None = None,
     ) -> int:
         """Insert a candidate: ``pending``, or already ``done`` when ``evaluation`` is given
-        (a reply that never reached the evaluator, e.g. one with no code)."""
+        (a reply that never reached the evaluator, e.g. one with no code). ``state_after(id)`` gives
+        the search state once the search has learnt of it, saved in the same transaction."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO candidates (parent_id, origin, model, prompt_kind, call_id, language, source, digest, "
@@ -313,6 +315,9 @@ class Store:
             cid = int(cur.lastrowid)
             if evaluation is not None:
                 self._finish(db, cid, evaluation, None)
+                if state_after is not None:
+                    db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)",
+                                   [(k, json.dumps(v)) for k, v in state_after(cid).items()])
             return cid
 
     def record_evaluation(self, cid: int, evaluation: Evaluation, cell: str | None, state: dict[str, Any]) -> None:
@@ -362,6 +367,12 @@ class Store:
     def verdict_counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self._db.execute(
             "SELECT verdict, COUNT(*) FROM candidates WHERE status = 'done' GROUP BY verdict")}
+
+    def candidate_cost(self, cid: int) -> float:
+        """Dollars of the model call that wrote candidate ``cid`` (0 for the seed and tuner moves)."""
+        row = self._db.execute("SELECT l.cost_usd FROM candidates c JOIN llm_calls l ON l.id = c.call_id "
+                               "WHERE c.id = ?", (cid,)).fetchone()
+        return float(row[0]) if row else 0.0
 
     def recent_failures(self, limit: int, parent_id: int | None = None) -> list[StoredCandidate]:
         """The newest judged candidates that were not correct (of one parent, when given)."""

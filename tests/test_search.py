@@ -129,15 +129,15 @@ def test_resume_restores_archive_normalisation_and_tiers(tmp_path: Path) -> None
         s = settings(srv.url, tmp_path, budget=4, concurrency=1, warmup=2)
         run_search(s, db)
         with Store(db) as store:
-            saved = {k: store.state(k) for k in ("archive", "tiers", "rng")}
+            saved = {k: store.state(k) for k in ("strategy", "rng")}
             done = {c.id: c.evaluation for c in store.candidates("done")}
         from kernelevo.propose.proposer import Proposer
         from kernelevo.search import Search
 
         with Store(db) as store:
             search = Search(store, lambda c: None, Proposer("", "cpu", None, None, None, None), s.search, 2)
-            assert search.archive.to_dict() == saved["archive"]
-            assert search.tiers.to_dict() == saved["tiers"]
+            assert saved["strategy"]["name"] == "map-elites" and saved["strategy"]["state"]["archive"]["cells"]
+            assert json.loads(json.dumps(search.strategy.to_dict())) == saved["strategy"]["state"]
             assert json.loads(json.dumps(search.rng.getstate())) == saved["rng"]
         summary = run_search(s.updated({"search": {"budget": 6}}), db)
     assert summary.evaluated == 6
