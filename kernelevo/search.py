@@ -148,7 +148,7 @@ class Search:
         choice = Choice(ask.tier, ask.kind)
         plan = self.proposer.plan(choice, _shown(parent) if parent else None, [_shown(c) for c in inspirations],
                                   [_shown(c) for c in shown_failures],
-                                  tried=self.store.digests() if choice.tier == "tuner" else None)
+                                  tried=self.store.digests() if choice.tier == "tuner" else None, guidance=ask.note)
         if plan is None and choice.tier == "tuner":  # this elite is tuned out; ask a model instead
             plan = self.proposer.plan(Choice("cheap", "improve"), _shown(parent) if parent else None,
                                       [_shown(c) for c in inspirations])

@@ -131,8 +131,10 @@ def build_messages(
     failures: Sequence[Shown] = (),
     use_edits: bool = False,
     inspiration_chars: int = 5000,
+    guidance: str = "",
 ) -> list[dict[str, str]]:
-    """The chat messages for one proposal."""
+    """The chat messages for one proposal; ``guidance`` is what the search strategy adds (a
+    parent's per-size weaknesses, a plan to implement)."""
     facts = device_facts(device) if device in ("cpu", "cuda") else device
     parts = [f"# Reference problem\n```python\n{problem_source.strip()}\n```", facts, CONTRACT]
     if parent is not None:
@@ -150,6 +152,8 @@ def build_messages(
             lines.append(f"- #{f.id}" + (f" ({f.note})" if f.note else "") + ": "
                          + render_evaluation(f.evaluation, error_lines=4).replace("\n", "\n  "))
         parts.append("\n".join(lines))
+    if guidance.strip():
+        parts.append(f"# Guidance from the search\n{guidance.strip()}")
     task = _TASKS[kind]
     if use_edits and parent is not None:
         reply = ("Reply with search/replace edits to the parent (preferred, it is long) or with the whole "

@@ -82,6 +82,7 @@ class Proposer:
         inspirations: Sequence[Shown] = (),
         failures: Sequence[Shown] = (),
         tried: set[str] | None = None,
+        guidance: str = "",
     ) -> Plan | None:
         """None when a tuner move was asked for and every neighbour of the parent was tried."""
         if choice.tier == "tuner":
@@ -94,7 +95,7 @@ class Proposer:
         model = self.strong_model if choice.tier == "strong" else self.cheap_model
         use_edits = parent is not None and parent.source.count("\n") + 1 > self.edit_threshold
         messages = build_messages(choice.kind, self.problem_source, self.facts, parent, inspirations, failures,
-                                  use_edits=use_edits)
+                                  use_edits=use_edits, guidance=guidance)
         return Plan(choice, model, parent, messages)
 
     def execute(self, plan: Plan) -> Proposal:
