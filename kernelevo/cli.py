@@ -235,6 +235,10 @@ def optimize(
 
     if strategies.ALIASES.get(s.strategy, s.strategy) not in strategies.REGISTRY:
         _fail(f"--strategy must be one of {', '.join(strategies.names())}, got {s.strategy!r}", debug)
+    try:
+        strategies.options(s.strategy, settings.strategy)
+    except SettingsError as e:
+        _fail(str(e), debug)
     dev = device or _default_device()
     if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
         _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)

@@ -108,7 +108,7 @@ class Run:
             if cal is not None:
                 ceilings = (cal.copy_bytes_per_s, cal.peak_flops(self.evaluator.dtype, self.settings.eval.allow_tf32))
             search = Search(self.store, self.evaluator.evaluate, proposer, s, len(self.problem.sizes), stats,
-                            on_event=progress, ceilings=ceilings)
+                            on_event=progress, ceilings=ceilings, strategy_tables=self.settings.strategy)
             if self.seed_source is not None:
                 search.add_seed(self.seed_source, self.seed_name)
             summary = search.run()

@@ -104,6 +104,7 @@ class Search:
         stats: list[tuple[float, float]] | None = None,
         on_event: Callable[[Event], None] | None = None,
         ceilings: tuple[float, float] | None = None,
+        strategy_tables: dict[str, dict[str, Any]] | None = None,
     ):
         self.store = store
         self.evaluate = evaluate
@@ -114,7 +115,7 @@ class Search:
         self.on_event = on_event or (lambda e: None)
         tune_share = 0.1 if proposer.tuner is not None and not proposer.offline else 0.0
         self.strategy = strategies.make(settings.strategy, settings, n_sizes, _strategy_state(store),
-                                        tune_share=tune_share)
+                                        strategy_tables, tune_share=tune_share)
         self.rng = random.Random(settings.seed)
         rng_state = store.state("rng")
         if rng_state:

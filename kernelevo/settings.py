@@ -104,6 +104,8 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
     prices: dict[str, Price] = field(default_factory=dict)
+    # [strategy.<name>] tables, as written: each strategy checks its own (kernelevo.strategies.options)
+    strategy: dict[str, dict[str, Any]] = field(default_factory=dict)
     debug: bool = False
 
     @staticmethod
@@ -126,7 +128,7 @@ class Settings:
 
     def updated(self, data: dict[str, Any], origin: str = "settings") -> Settings:
         """A copy with the tables of ``data`` (``[eval]``, ``[search]``, ``[llm]``, ``[prices]``) applied."""
-        unknown = set(data) - {*_TABLES, "prices", "debug"}
+        unknown = set(data) - {*_TABLES, "prices", "strategy", "debug"}
         if unknown:
             raise SettingsError(f"{origin}: unknown setting(s) {', '.join(sorted(unknown))}")
         changes: dict[str, Any] = {}
@@ -141,6 +143,11 @@ class Settings:
             for model, entry in table.items():
                 prices[model] = _apply(Price(), Price, entry, f'prices."{model}"', origin)
             changes["prices"] = prices
+        if "strategy" in data:
+            table = data["strategy"]
+            if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+                raise SettingsError(f"{origin}: [strategy.<name>] must be tables of a strategy's settings")
+            changes["strategy"] = {**self.strategy, **{k: {**self.strategy.get(k, {}), **v} for k, v in table.items()}}
         if "debug" in data:
             changes["debug"] = bool(data["debug"])
         return replace(self, **changes)
@@ -149,6 +156,11 @@ class Settings:
         """A copy with command-line options applied to one table; ``None`` means "not given"."""
         given = {k: v for k, v in options.items() if v is not None}
         return self.updated({table: given}, "command line") if given else self
+
+
+def apply_table(current: Any, table: Any, name: str, origin: str = "settings") -> Any:
+    """A copy of the frozen dataclass ``current`` with a TOML table's values, type-checked."""
+    return _apply(current, type(current), table, name, origin)
 
 
 def _apply(current: Any, cls: type, table: Any, name: str, origin: str) -> Any:
