@@ -25,6 +25,7 @@ from kernelevo.propose.proposer import Plan, Proposal, Proposer
 from kernelevo.propose.tiers import Choice
 from kernelevo.settings import SearchSettings
 from kernelevo.store import CallRecord, Store, StoredCandidate
+from kernelevo.strategies.novelty import too_close
 
 STOP_GRACE_S = 30.0  # how long a stopping run waits for model calls already paid for
 MAX_FAILED_CALLS = 8  # consecutive failed model calls (after retries) before the run gives up
@@ -183,6 +184,10 @@ class Search:
         elif (twin := self.store.find_digest(digest)) is not None:
             judged = Evaluation("proposal", Verdict.REJECTED, f"identical to candidate #{twin}, which was already "
                                 "evaluated; change something", device="")
+        elif prop.plan.model is not None and (close := too_close(prop.source, self.store.correct_sources(),
+                                                                 self.s.novelty)) is not None:
+            judged = Evaluation("proposal", Verdict.REJECTED, close.reason(), device="")
+            note = "not novel"
         origin = "tuner" if prop.plan.model is None else "llm"
         cost = prop.call.cost_usd if prop.call else 0.0
 

@@ -69,6 +69,9 @@ class SearchSettings:
     strong_share: float = 0.1  # fraction of proposals sent to the strong model
     stagnation: int = 8  # evaluations without a new best before the strong model is called
     fix_share: float = 0.25  # share of cheap proposals that repair a recent failure
+    # A model's proposal this similar (tokens, constants aside) to a correct candidate is not judged:
+    # a re-tuned copy costs an evaluation and teaches nothing (ShinkaEvolve's novelty rejection). 0: off.
+    novelty: float = 0.98
 
 
 @dataclass(frozen=True)

@@ -358,6 +358,12 @@ class Store:
         row = self._db.execute("SELECT id FROM candidates WHERE digest = ? ORDER BY id LIMIT 1", (digest,)).fetchone()
         return None if row is None else int(row["id"])
 
+    def correct_sources(self, limit: int = 200) -> list[tuple[int, str]]:
+        """(id, source) of the correct candidates, fastest first (the ones a new proposal is compared with)."""
+        rows = self._db.execute("SELECT id, source FROM candidates WHERE status = 'done' AND verdict = 'correct' "
+                                "ORDER BY speedup DESC, id LIMIT ?", (limit,))
+        return [(int(r[0]), r[1]) for r in rows]
+
     def digests(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT digest FROM candidates")}
 

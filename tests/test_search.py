@@ -32,9 +32,11 @@ def variant(k: int) -> str:
 
 
 def settings(url: str, tmp_path: Path, **search: object) -> Settings:
+    # The scripted replies are the same program with another comment (``variant``): novelty
+    # rejection would turn them all away, so it is off here and tested on its own.
     s = Settings().updated({
         "llm": {"model": "openai/cheap", "strong_model": "openai/strong", "api_base": url, "backoff_s": 0.05},
-        "search": {"budget": 6, "concurrency": 2, **search},
+        "search": {"budget": 6, "concurrency": 2, "novelty": 0.0, **search},
         "eval": {"timeout_s": 60.0},
     })
     return s
@@ -398,3 +400,28 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path) -> None:
         out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     assert "Resume with: kernelevo optimize" in err and f"--db {tmp_path / 'run.db'}" in err
+
+
+def test_a_proposal_too_close_to_a_correct_kernel_is_not_judged_and_the_next_prompt_says_why(tmp_path: Path) -> None:
+    prompts: list[str] = []
+
+    def script(body: dict, i: int) -> str:
+        if body.get("max_tokens") == 1:
+            return "OK"
+        prompts.append(body["messages"][-1]["content"])
+        return fenced(variant(i))  # the seed again, with another comment: the same program
+
+    db = tmp_path / "run.db"
+    with ScriptedServer(script) as srv:
+        s = settings(srv.url, tmp_path, budget=5, concurrency=1, novelty=0.98, fix_share=0.0, strong_share=0.0)
+        run_search(s, db, seed=(CANDIDATES / "softmax_good.py").read_text())
+    with Store(db) as store:
+        cands = store.candidates()
+    rejected = [c for c in cands if c.note == "not novel"]
+    assert rejected and all(c.verdict == "rejected" and c.evaluation is not None for c in rejected)
+    import re
+
+    assert re.match(r"too close to candidate #\d+ \(100% of its tokens, constants aside\): not judged",
+                    rejected[0].reason), rejected[0].reason
+    assert all(c.evaluation.sizes == () for c in rejected)  # never reached the evaluator
+    assert any("too close to candidate #" in p for p in prompts)  # a later prompt shows why
