@@ -47,7 +47,7 @@ def loop_run(budget: int, delay_s: float, concurrency: int) -> object:
     with ScriptedServer(script) as srv, tempfile.TemporaryDirectory() as tmp:
         s = Settings().updated({
             "llm": {"model": "openai/cheap", "strong_model": "openai/strong", "api_base": srv.url},
-            "search": {"budget": budget, "concurrency": concurrency},
+            "search": {"budget": budget, "concurrency": concurrency, "novelty": 0.0},  # comment-only variants
         })
         prob = load_problem(ROOT / "tests" / "problems" / "softmax_small.py")
         with open_run(prob, "cpu", s, Path(tmp) / "run.db", None, "") as run:
