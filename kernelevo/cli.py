@@ -239,6 +239,10 @@ def optimize(
         strategies.options(s.strategy, settings.strategy)
     except SettingsError as e:
         _fail(str(e), debug)
+    from kernelevo.propose.models import CHOOSERS
+
+    if settings.llm.chooser not in CHOOSERS:
+        _fail(f"llm.chooser must be one of {', '.join(CHOOSERS)}, got {settings.llm.chooser!r}", debug)
     dev = device or _default_device()
     if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
         _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)

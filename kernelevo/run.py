@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kernelevo import __version__
 from kernelevo.problem import Problem
-from kernelevo.settings import Settings
+from kernelevo.settings import LLMSettings, Settings
 from kernelevo.store import CallRecord, Store
 
 
@@ -53,6 +53,16 @@ def _check_meta(store: Store, problem: Problem, device: str) -> None:
                            "use another --db")
 
 
+def _chooser(ls: LLMSettings):  # -> ModelChooser | None
+    """The run's model chooser: every configured model, in its tier."""
+    if not ls.model:
+        return None
+    from kernelevo.propose.models import ModelChooser
+
+    return ModelChooser([ls.model, *ls.models], [ls.strong_model, *ls.strong_models] if ls.strong_model
+                        else list(ls.strong_models), ls.chooser)
+
+
 class Run:
     def __init__(self, problem: Problem, device: str, settings: Settings, store: Store,
                  seed_source: str | None, seed_name: str):
@@ -65,7 +75,7 @@ class Run:
             from kernelevo.propose.llm import LLMClient, LLMError
 
             self.llm = LLMClient(ls, settings.prices)
-            for model in dict.fromkeys(m for m in (ls.model, ls.strong_model) if m):
+            for model in dict.fromkeys(m for m in (ls.model, ls.strong_model, *ls.models, *ls.strong_models) if m):
                 try:
                     reply = self.llm.preflight(model)
                 except LLMError as e:
@@ -101,7 +111,7 @@ class Run:
         tuner = Tuner(self.seed_source or "", random.Random(s.seed + 1))
         proposer = Proposer(self.problem.source, self.device, self.llm, ls.model or None, ls.strong_model or None,
                             tuner, ls.edit_threshold, calibration=self.evaluator.calibration,
-                            max_tokens_cap=ls.max_tokens_cap)
+                            max_tokens_cap=ls.max_tokens_cap, chooser=_chooser(ls))
         stats = [(float(c.flops), float(c.min_bytes)) for c in self.evaluator.reference.cases]
         with Progress(problem=self.problem.name) as progress:
             cal, ceilings = self.evaluator.calibration, None

@@ -118,6 +118,9 @@ class Search:
         self.strategy = strategies.make(settings.strategy, settings, n_sizes, _strategy_state(store),
                                         strategy_tables, tune_share=tune_share)
         self.rng = random.Random(settings.seed)
+        proposer.rng = self.rng
+        if proposer.chooser is not None:
+            proposer.chooser.load(store.state("models"))
         rng_state = store.state("rng")
         if rng_state:
             self.rng.setstate((rng_state[0], tuple(rng_state[1]), rng_state[2]))
@@ -126,7 +129,10 @@ class Search:
 
     # -- state ------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"strategy": {"name": self.strategy.name, "state": self.strategy.to_dict()}, "rng": self.rng.getstate()}
+        state = {"strategy": {"name": self.strategy.name, "state": self.strategy.to_dict()}, "rng": self.rng.getstate()}
+        if self.proposer.chooser is not None:
+            state["models"] = self.proposer.chooser.to_dict()
+        return state
 
     def add_seed(self, source: str, name: str) -> int | None:
         """The seed kernel is candidate #1 of a new run; a resumed run already has it."""
@@ -193,6 +199,8 @@ class Search:
 
         def told(cid: int) -> dict[str, Any]:  # a failure judged before the evaluator: the strategy learns it too
             assert judged is not None
+            if self.proposer.chooser is not None:
+                self.proposer.chooser.reward(cand.model, 0.0, cost)
             self.strategy.add(strategies.Judged(cid, parent_id, prop.source or "", cand.language, judged,
                                                 cand.model, cand.prompt_kind, cost, self.store.count_done() + 1,
                                                 None, (), None, None))
@@ -207,12 +215,26 @@ class Search:
             # the archive still spreads the search over kinds of kernels.
             fitness, speedups = 1.0, tuple(1.0 for _ in ev.sizes)
         correct = bool(ev.ok and fitness and fitness > 0)
+        self._reward(cand, fitness if correct else None, ev)
         added = self.strategy.add(strategies.Judged(
             cand.id, cand.parent_id, cand.source, cand.language, ev, cand.model, cand.prompt_kind,
             self.store.candidate_cost(cand.id), self.store.count_done() + 1, fitness if correct else None,
             speedups if correct else (), code_descriptors(cand.source, cand.language) if correct else None,
             behaviour_descriptors(ev.sizes, self.stats, self.ceilings, ev.hybrid) if correct else None))
         self.store.record_evaluation(cand.id, ev, added.cell, self._state())
+
+    def _reward(self, cand: StoredCandidate, fitness: float | None, ev: Evaluation) -> None:
+        """Tell the model chooser what a model's candidate brought: its speedup over its parent
+        (on a CPU, where no speed is measured, 1 for a correct candidate), per dollar of its call."""
+        chooser = self.proposer.chooser
+        if chooser is None or cand.model is None:
+            return
+        gain = 0.0
+        if fitness is not None:
+            parent = self.store.candidate(cand.parent_id) if cand.parent_id is not None else None
+            base = parent.speedup if parent is not None and parent.verdict == "correct" else None
+            gain = 1.0 if ev.timing == "cpu-interpreter" or not base else max(0.0, fitness / base - 1.0)
+        chooser.reward(cand.model, gain, self.store.candidate_cost(cand.id))
 
     def _event(self, cid: int) -> None:
         best = self.strategy.best

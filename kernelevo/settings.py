@@ -80,6 +80,9 @@ class LLMSettings:
 
     model: str = ""  # the cheap tier; "" means the offline tuner
     strong_model: str = ""  # "" means the cheap model plays both tiers
+    models: list[str] = field(default_factory=list)  # more cheap-tier models: an ensemble drawn from
+    strong_models: list[str] = field(default_factory=list)  # more strong-tier models
+    chooser: str = "tiers"  # "tiers" (the strategy's tier, a model drawn from it) or "bandit" (UCB per dollar)
     api_base: str = ""
     temperature: float = 0.8
     max_tokens: int = 8192

@@ -425,3 +425,40 @@ def test_a_proposal_too_close_to_a_correct_kernel_is_not_judged_and_the_next_pro
                     rejected[0].reason), rejected[0].reason
     assert all(c.evaluation.sizes == () for c in rejected)  # never reached the evaluator
     assert any("too close to candidate #" in p for p in prompts)  # a later prompt shows why
+
+
+def test_the_bandit_shifts_calls_toward_the_model_whose_candidates_improve(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def script(body: dict, i: int) -> str:
+        if body.get("max_tokens") == 1:
+            return "OK"
+        asked.append(body["model"])
+        return fenced(variant(i)) if body["model"] == "good" else fenced(WRONG)
+
+    db = tmp_path / "run.db"
+    with ScriptedServer(script) as srv:
+        s = settings(srv.url, tmp_path, budget=12, concurrency=1).updated(
+            {"llm": {"model": "openai/bad", "models": ["openai/good"], "strong_model": "", "chooser": "bandit"}})
+        run_search(s, db, seed=GOOD)
+        with Store(db) as store:
+            arms = store.state("models")
+    assert set(asked) == {"good", "bad"}  # both were tried
+    assert asked.count("good") >= 2 * asked.count("bad"), asked
+    assert arms["openai/good"][2] > 0 and arms["openai/bad"][2] == 0  # gains: correct candidates only from good
+
+
+def test_a_tier_ensemble_draws_every_model_of_the_tier(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def script(body: dict, i: int) -> str:
+        if body.get("max_tokens") == 1:
+            return "OK"
+        asked.append(body["model"])
+        return fenced(variant(i))
+
+    with ScriptedServer(script) as srv:
+        s = settings(srv.url, tmp_path, budget=9, concurrency=1, strong_share=0.0).updated(
+            {"llm": {"model": "openai/a", "models": ["openai/b", "openai/c"], "strong_model": ""}})
+        run_search(s, tmp_path / "run.db", seed=GOOD)
+    assert set(asked) == {"a", "b", "c"}, asked

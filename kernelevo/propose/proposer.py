@@ -58,6 +58,7 @@ class Proposer:
         edit_threshold: int = 120,
         calibration: Any = None,
         max_tokens_cap: int = 0,
+        chooser: Any = None,  # a kernelevo.propose.models.ModelChooser; None: one model per tier
     ):
         self.problem_source = problem_source
         self.device = device
@@ -65,6 +66,8 @@ class Proposer:
         self.cheap_model = cheap_model
         self.strong_model = strong_model or cheap_model
         self.tuner = tuner
+        self.chooser = chooser
+        self.rng: Any = None  # the loop's random source, for the chooser (set by Search)
         self.edit_threshold = edit_threshold
         self.facts = device_facts(device, calibration)  # once: it asks the driver
         # Per model: the token limit for its next call, raised after a reply was cut off there.
@@ -92,7 +95,12 @@ class Proposer:
             if move is None:
                 return None
             return Plan(choice, None, parent, source=move[0], note=move[1])
-        model = self.strong_model if choice.tier == "strong" else self.cheap_model
+        if self.chooser is not None:
+            import random
+
+            model = self.chooser.pick(choice.tier, self.rng or random.Random(0))
+        else:
+            model = self.strong_model if choice.tier == "strong" else self.cheap_model
         use_edits = parent is not None and parent.source.count("\n") + 1 > self.edit_threshold
         messages = build_messages(choice.kind, self.problem_source, self.facts, parent, inspirations, failures,
                                   use_edits=use_edits, guidance=guidance)
