@@ -194,8 +194,8 @@ def optimize(
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     strategy: Annotated[
         str | None,
-        typer.Option(help=f"search strategy: map-elites (quality-diversity) or sample (baseline) "
-                          f"(default {_D.search.strategy})"),
+        typer.Option(help="search strategy: map-elites (quality-diversity), islands, adaptive, pareto, or sample "
+                          f"(the baseline); README: Writing a strategy (default {_D.search.strategy})"),
     ] = None,
     concurrency: Annotated[
         int | None, typer.Option(help=f"model calls in flight (default {_D.search.concurrency})")

@@ -202,8 +202,8 @@ class Search:
             if self.proposer.chooser is not None:
                 self.proposer.chooser.reward(cand.model, 0.0, cost)
             self.strategy.add(strategies.Judged(cid, parent_id, prop.source or "", cand.language, judged,
-                                                cand.model, cand.prompt_kind, cost, self.store.count_done() + 1,
-                                                None, (), None, None))
+                                                cand.model, cand.prompt_kind, cost, self.store.count_done(),
+                                                None, (), None, None))  # already counted: done in this transaction
             return self._state()
         return self.store.candidate(self.store.add_candidate(cand, origin, digest, call_id, note, judged,
                                                              told if judged is not None else None))

@@ -6,12 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 from kernelevo.settings import SearchSettings, SettingsError, apply_table
+from kernelevo.strategies.adaptive import Adaptive
 from kernelevo.strategies.base import Added, Ask, Context, Judged, Strategy
+from kernelevo.strategies.islands import Islands
 from kernelevo.strategies.map_elites import MapElites
+from kernelevo.strategies.pareto import Pareto
 from kernelevo.strategies.sample import Sample
 
 REGISTRY: dict[str, type] = {
+    Adaptive.name: Adaptive,
+    Islands.name: Islands,
     MapElites.name: MapElites,
+    Pareto.name: Pareto,
     Sample.name: Sample,
 }
 ALIASES = {"archive": "map-elites"}  # the name runs made before strategies were plug-ins used
