@@ -178,6 +178,13 @@ class Search:
         """The call, and the candidate it produced: ``pending``, or already judged when the reply
         was unusable or a duplicate. None when the call produced no candidate."""
         call_id = self.store.add_call(prop.call) if prop.call else None
+        if prop.text is not None:  # a plan, for a strategy that plans (Autocomp): no candidate
+            planned = getattr(self.strategy, "planned", None)
+            if planned is not None and prop.text:
+                planned(prop.plan.parent.id if prop.plan.parent else None, prop.text,
+                        prop.call.cost_usd if prop.call else 0.0)
+                self.store.save_state(self._state())
+            return None
         if prop.source is None:
             return None
         parent_id = prop.plan.parent.id if prop.plan.parent else None

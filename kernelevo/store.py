@@ -320,6 +320,11 @@ class Store:
                                    [(k, json.dumps(v)) for k, v in state_after(cid).items()])
             return cid
 
+    def save_state(self, state: dict[str, Any]) -> None:
+        """Search state that changed without an evaluation (a plan arrived)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in state.items()])
+
     def record_evaluation(self, cid: int, evaluation: Evaluation, cell: str | None, state: dict[str, Any]) -> None:
         """The evaluation and the search state it produced, atomically."""
         with self._tx() as db:

@@ -42,7 +42,11 @@ _TASKS = {
     "rethink": "Propose a fundamentally different algorithm from the parent and the inspirations - a different "
                "decomposition, fusion, tiling or parallelisation strategy, not a parameter tweak. Correctness first.",
     "sample": "Write a faster version of the seed kernel.",
+    "plan": "Do not write code. Pick ONE optimisation for the parent from this menu: {menu}. Write a plan "
+            "another engineer will implement: the optimisation's name on the first line, then why it should "
+            "help this kernel on this device, the concrete steps, and what could break correctness.",
 }
+PLAN_REPLY = "Reply with the plan only: at most 15 lines, no code block."
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,11 @@ def build_messages(
     if guidance.strip():
         parts.append(f"# Guidance from the search\n{guidance.strip()}")
     task = _TASKS[kind]
+    if kind == "plan":
+        task = task.format(menu=guidance.strip() or "any optimisation you judge best")
+        parts = parts[:-1] if guidance.strip() and parts[-1].startswith("# Guidance") else parts
+        parts.append(f"# Task\n{task}\n{PLAN_REPLY}")
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
     if use_edits and parent is not None:
         reply = ("Reply with search/replace edits to the parent (preferred, it is long) or with the whole "
                  "module in one ```python block.\n" + EDIT_FORMAT_HELP)

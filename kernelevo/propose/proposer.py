@@ -13,7 +13,7 @@ from typing import Any
 
 from kernelevo.evaluate.verdict import Evaluation, Verdict
 from kernelevo.propose.llm import LLMClient, LLMError
-from kernelevo.propose.parse import ParseError, parse_reply
+from kernelevo.propose.parse import ParseError, parse_reply, strip_reasoning
 from kernelevo.propose.prompt import Shown, build_messages, device_facts
 from kernelevo.propose.tiers import Choice
 from kernelevo.propose.tuner import Tuner
@@ -38,6 +38,7 @@ class Proposal:
     call: CallRecord | None = None  # None for the tuner
     fatal: str | None = None  # the run must stop (bad key, unknown model)
     fixable: bool = False  # a failure the model can fix from its own code (a syntax error)
+    text: str | None = None  # a "plan" reply: the plan itself (no candidate)
 
 
 def _failure(reason: str, verdict: Verdict, error: str | None = None) -> Evaluation:
@@ -129,6 +130,8 @@ class Proposer:
             reason = (f"your reply was cut off at {reply.max_tokens} tokens, the limit; reply with the module only "
                       "(no long explanation)" + (", or with SEARCH/REPLACE edits" if plan.parent else ""))
             return Proposal(plan, reply.text, failure=_failure(reason, Verdict.REJECTED), call=call)
+        if plan.choice.kind == "plan":  # prose for another model to implement, not a candidate
+            return Proposal(plan, None, call=call, text=strip_reasoning(reply.text).strip())
         parent_source = plan.parent.source if plan.parent else None
         try:
             source = parse_reply(reply.text, parent_source)

@@ -11,6 +11,7 @@ from kernelevo.strategies.base import Added, Ask, Context, Judged, Strategy
 from kernelevo.strategies.islands import Islands
 from kernelevo.strategies.map_elites import MapElites
 from kernelevo.strategies.pareto import Pareto
+from kernelevo.strategies.plan import Plan
 from kernelevo.strategies.sample import Sample
 
 REGISTRY: dict[str, type] = {
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type] = {
     Islands.name: Islands,
     MapElites.name: MapElites,
     Pareto.name: Pareto,
+    Plan.name: Plan,
     Sample.name: Sample,
 }
 ALIASES = {"archive": "map-elites"}  # the name runs made before strategies were plug-ins used
