@@ -115,3 +115,25 @@ def exports(tmp_path_factory) -> dict[str, Path]:
         "chain": make_export(root, PROBLEMS / "linear_relu_chain.py", CANDIDATES / "linear_relu_chain_good.py"),
         "softmax": make_export(root, kernels / "softmax/problem.py", kernels / "softmax/seed.py"),
     }
+
+
+def kill_when_judged(process, db: Path, at_least: int, timeout_s: float = 120.0) -> int:  # noqa: ANN001
+    """Wait until ``at_least`` candidates in ``db`` are judged, then SIGKILL ``process``'s group (a
+    run killed mid-flight, as a crash or an OOM kill leaves it). Returns the count seen."""
+    import signal
+    import sqlite3
+    import time
+
+    deadline, done = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline and process.poll() is None and done < at_least:
+        if db.exists():
+            with sqlite3.connect(db) as con:
+                try:
+                    done = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
+                except sqlite3.OperationalError:  # the schema is still being written
+                    done = 0
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[1]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return done

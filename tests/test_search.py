@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from kernelevo.problem import load_problem
 from kernelevo.run import open_run
 from kernelevo.settings import Settings
 from kernelevo.store import Store
-from tests.conftest import CANDIDATES, PROBLEMS, ROOT, closed_port
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT, closed_port, kill_when_judged
 from tests.llm_server import ScriptedServer, fenced
 
 GOOD = (CANDIDATES / "softmax_good.py").read_text()
@@ -193,21 +192,7 @@ def test_sigkill_then_resume_loses_nothing_and_judges_nothing_twice(tmp_path: Pa
             "--device", "cpu", "--budget", "8", "--concurrency", "3"]
     with ScriptedServer(script) as srv:
         p = kernelevo(*args, "--api-base", srv.url)
-        deadline = time.monotonic() + 120
-        done_before = 0
-        while time.monotonic() < deadline and p.poll() is None:
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    try:
-                        done_before = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done_before = 0
-                if done_before >= 3:
-                    break
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()[1]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_when_judged(p, db, 3)
         with Store(db) as store:
             before = {c.id: (c.verdict, c.evaluation, c.digest) for c in store.candidates("done")}
             pending_ids = [c.id for c in store.candidates("pending")]

@@ -4,17 +4,13 @@ not kill a run (sample, plan) exactly, and the resumed run finishes its budget."
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from kernelevo.settings import Settings
 from kernelevo.store import Store
-from tests.conftest import CANDIDATES, PROBLEMS
+from tests.conftest import CANDIDATES, PROBLEMS, kill_when_judged
 from tests.llm_server import ScriptedServer, fenced
 from tests.test_search import kernelevo as cli
 from tests.test_search import variant
@@ -39,18 +35,7 @@ def test_sigkill_then_resume_restores_the_strategy_exactly(tmp_path: Path, name:
             "--seed-kernel", str(CANDIDATES / "softmax_good.py")]
     with ScriptedServer(_script) as srv:
         p = cli(*args, "--api-base", srv.url)
-        deadline, done = time.monotonic() + 120, 0
-        while time.monotonic() < deadline and p.poll() is None and done < 2:
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    try:
-                        done = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done = 0
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()[1]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_when_judged(p, db, 2)
         s = Settings().updated({"search": {"strategy": name}})
         with Store(db) as store:
             saved = store.state("strategy")

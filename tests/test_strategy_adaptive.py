@@ -4,11 +4,7 @@ its state resumes exactly, and it runs the loop end to end (loopback model serve
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +16,7 @@ from kernelevo.evaluate.verdict import Evaluation, Verdict
 from kernelevo.settings import SearchSettings, SettingsError
 from kernelevo.store import Store
 from kernelevo.strategies.adaptive import EXPLOIT_NOTE, EXPLORE_NOTE, Adaptive, AdaptiveOptions
-from tests.conftest import PROBLEMS
+from tests.conftest import PROBLEMS, kill_when_judged
 from tests.llm_server import ScriptedServer, fenced
 from tests.test_search import kernelevo, run_search, settings, variant
 
@@ -165,20 +161,7 @@ def test_sigkill_then_resume_restores_the_adaptive_state_exactly(tmp_path: Path)
             "--device", "cpu", "--budget", "6", "--concurrency", "2", "--strategy", "adaptive"]
     with ScriptedServer(script) as srv:
         p = kernelevo(*args, "--api-base", srv.url)
-        deadline, done_before = time.monotonic() + 120, 0
-        while time.monotonic() < deadline and p.poll() is None:
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    try:
-                        done_before = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done_before = 0
-                if done_before >= 3:
-                    break
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()[1]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_when_judged(p, db, 3)
 
         from kernelevo.propose.proposer import Proposer
         from kernelevo.search import Search

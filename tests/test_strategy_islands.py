@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,7 @@ from kernelevo.settings import SearchSettings, Settings, SettingsError
 from kernelevo.store import Store
 from kernelevo.strategies.base import Context, Judged
 from kernelevo.strategies.islands import Islands, IslandsOptions
-from tests.conftest import PROBLEMS
+from tests.conftest import PROBLEMS, kill_when_judged
 from tests.llm_server import ScriptedServer, fenced
 from tests.test_search import kernelevo as cli
 from tests.test_search import run_search, settings, variant
@@ -134,18 +130,7 @@ def test_sigkill_then_resume_restores_the_islands_exactly(tmp_path: Path) -> Non
             "cpu", "--budget", "6", "--concurrency", "3", "--strategy", "islands", "--config", str(cfg)]
     with ScriptedServer(_script) as srv:
         p = cli(*args, "--api-base", srv.url)
-        deadline, done = time.monotonic() + 120, 0
-        while time.monotonic() < deadline and p.poll() is None and done < 2:
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    try:
-                        done = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done = 0
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()[1]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_when_judged(p, db, 2)
         s = Settings.load(cfg).updated({"search": {"strategy": "islands"}})
         with Store(db) as store:
             saved = store.state("strategy")

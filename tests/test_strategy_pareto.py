@@ -4,11 +4,7 @@ note and its state, by unit; then in the loop against a loopback server, killed 
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import sqlite3
-import time
 from math import prod
 from pathlib import Path
 
@@ -19,7 +15,7 @@ from kernelevo.evaluate.verdict import Evaluation, SizeResult, Verdict
 from kernelevo.settings import SearchSettings, SettingsError
 from kernelevo.store import Store
 from kernelevo.strategies.pareto import Pareto
-from tests.conftest import PROBLEMS
+from tests.conftest import PROBLEMS, kill_when_judged
 from tests.llm_server import ScriptedServer, fenced
 from tests.test_search import kernelevo, run_search, settings, variant
 
@@ -183,18 +179,7 @@ def test_sigkill_then_resume_restores_the_saved_state(tmp_path: Path) -> None:
             "--device", "cpu", "--budget", "5", "--concurrency", "2", "--strategy", "pareto"]
     with ScriptedServer(script) as srv:
         p = kernelevo(*args, "--api-base", srv.url)
-        deadline, done = time.monotonic() + 120, 0
-        while time.monotonic() < deadline and p.poll() is None and done < 2:
-            if db.exists():
-                with sqlite3.connect(db) as con:
-                    try:
-                        done = con.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        done = 0
-            time.sleep(0.05)
-        assert p.poll() is None, p.communicate()[1]
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+        kill_when_judged(p, db, 2)
         with Store(db) as store:
             saved = store.state("strategy")
             done_before = {c.id: c.evaluation for c in store.candidates("done")}
