@@ -20,7 +20,7 @@ from typing import Any
 from kernelevo.evaluate.verdict import SizeResult, size_speedup
 
 # Parent sources: exploit the best, explore random cells, and (the remaining 0.25) keep size specialists alive.
-_P_BEST, _P_CELL = 0.35, 0.4
+P_BEST, P_CELL = 0.35, 0.4  # parents from the best, a random cell, else a per-size champion (LEVI's mix)
 # Spellings of "the number of SMs": a grid sized from it means one resident program per SM.
 _SM_NAMES = {"numsms", "nsms", "smcount", "multiprocessorcount"}
 
@@ -381,7 +381,8 @@ class Archive:
             cell, placed = self._place(entry)
         return AddResult(cell, placed, new_best, tuple(champion_of))
 
-    def sample(self, rng: random.Random, inspirations: int = 2) -> tuple[Entry | None, list[Entry], str]:
+    def sample(self, rng: random.Random, inspirations: int = 2, p_best: float = P_BEST,
+               p_cell: float = P_CELL) -> tuple[Entry | None, list[Entry], str]:
         """A parent (from the best, a random cell, or a per-size champion) and elites of other cells."""
         if not self._cells:
             return None, [], "empty"
@@ -389,9 +390,9 @@ class Archive:
         champs = [i for i, e in enumerate(self._champions) if e is not None]
         r = rng.random()
         parent: Entry | None
-        if r < _P_BEST and self._best is not None:
+        if r < p_best and self._best is not None:
             parent, source = self._best, "best"
-        elif r >= _P_BEST + _P_CELL and champs:
+        elif r >= p_best + p_cell and champs:
             parent, source = self._champions[rng.choice(champs)], "champion"
         else:
             parent, source = self._cells[rng.choice(keys)], "cell"

@@ -74,3 +74,11 @@ def test_a_run_makes_a_plan_call_then_implementation_calls(tmp_path: Path) -> No
         state = store.state("strategy")
     assert state["name"] == "plan" and state["state"]["plans"][0]["text"] == PLAN_TEXT
     assert len(state["state"]["plans"][0]["children"]) == 2
+
+
+def test_map_elites_parent_mix_is_a_setting() -> None:
+    opts = strategies.options("map-elites", {"map-elites": {"p_best": 1.0, "p_cell": 0.0}})
+    assert (opts.p_best, opts.p_cell) == (1.0, 0.0)
+    with pytest.raises(SettingsError, match="sum to at most 1"):
+        strategies.options("map-elites", {"map-elites": {"p_best": 0.8, "p_cell": 0.5}})
+    assert strategies.options("archive", {}).p_best == 0.35  # the old name, LEVI's mix

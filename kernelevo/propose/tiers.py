@@ -51,17 +51,12 @@ class TierPolicy:
                 and evaluated - state.strong_at >= self.stagnation)
 
     def choose(self, state: TierState, evaluated: int, rng: random.Random, *, have_elites: bool,
-               have_failures: bool, can_tune: bool = False, strategy: str = "archive") -> tuple[Choice, TierState]:
+               have_failures: bool, can_tune: bool = False) -> tuple[Choice, TierState]:
         n = state.proposals + 1
         quota = math.floor(n * self.strong_share + 1e-9) > state.strong
         if quota or (have_elites and self.stagnant(state, evaluated)):
-            if strategy == "sample":
-                kind = "sample"
-            else:
-                kind = "rethink" if have_elites else ("fix" if have_failures else "write")
+            kind = "rethink" if have_elites else ("fix" if have_failures else "write")
             return Choice("strong", kind), replace(state, proposals=n, strong=state.strong + 1, strong_at=evaluated)
-        if strategy == "sample":
-            return Choice("cheap", "sample"), replace(state, proposals=n)
         if can_tune and have_elites and rng.random() < self.tune_share:
             return Choice("tuner", "tune"), replace(state, proposals=n, tuned=state.tuned + 1)
         if have_failures and (not have_elites or rng.random() < self.fix_share):

@@ -12,21 +12,36 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
-from kernelevo.archive import Archive, Entry
+from kernelevo.archive import P_BEST, P_CELL, Archive, Entry
 from kernelevo.propose.tiers import TierPolicy, TierState
-from kernelevo.settings import SearchSettings
+from kernelevo.settings import SearchSettings, SettingsError
 from kernelevo.strategies.base import Added, Ask, Context, Judged
 
 RECENT_CHILDREN = 64  # failed children remembered per run, to warn the next prompt on their parent
 
 
+@dataclass(frozen=True)
+class MapElitesOptions:
+    p_best: float = P_BEST  # share of parents taken from the best
+    p_cell: float = P_CELL  # ... from a random occupied cell; the rest from a per-size champion
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.p_best and 0 <= self.p_cell and self.p_best + self.p_cell <= 1):
+            raise SettingsError(f"[strategy.map-elites]: p_best and p_cell must be >= 0 and sum to at most 1, "
+                                f"got {self.p_best} and {self.p_cell}")
+
+
 class MapElites:
     name = "map-elites"
+    Options = MapElitesOptions
 
-    def __init__(self, settings: SearchSettings, n_sizes: int, *, tune_share: float = 0.0) -> None:
+    def __init__(self, settings: SearchSettings, n_sizes: int, opts: MapElitesOptions | None = None, *,
+                 tune_share: float = 0.0) -> None:
         self.s = settings
+        self.o = opts or MapElitesOptions()
         self.archive = Archive(n_sizes, settings.warmup, settings.bins)
         self.tiers = TierState()
         self.policy = TierPolicy(settings.strong_share, settings.stagnation, settings.fix_share, tune_share=tune_share)
@@ -53,7 +68,7 @@ class MapElites:
         if choice.kind == "fix":
             return Ask("fix", choice.tier, rng.choice(ctx.recent_failures[:3]))
         if choice.kind in ("improve", "rethink", "tune"):
-            entry, insp, _ = self.archive.sample(rng, self.s.inspirations)
+            entry, insp, _ = self.archive.sample(rng, self.s.inspirations, self.o.p_best, self.o.p_cell)
             if choice.kind in ("rethink", "tune"):
                 entry = best
             parent = entry.id if entry else None
@@ -63,7 +78,7 @@ class MapElites:
         return Ask(choice.kind, choice.tier, ctx.seed_id if choice.kind == "sample" else None)
 
     def tuner_parents(self, rng: random.Random) -> list[int]:
-        entry, _, _ = self.archive.sample(rng, 0)
+        entry, _, _ = self.archive.sample(rng, 0, self.o.p_best, self.o.p_cell)
         order = [entry] if entry else []
         order += sorted(self.archive.cells.values(), key=lambda e: -e.fitness)
         return list(dict.fromkeys(e.id for e in order))

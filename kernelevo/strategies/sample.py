@@ -20,7 +20,7 @@ class Sample:
 
     def __init__(self, settings: SearchSettings, n_sizes: int, *, tune_share: float = 0.0) -> None:
         self.tiers = TierState()
-        self.policy = TierPolicy(settings.strong_share, settings.stagnation, settings.fix_share)
+        self.policy = TierPolicy(settings.strong_share, settings.stagnation, fix_share=0.0)
         self._best: tuple[int, float] | None = None
         self._correct = 0
 
@@ -36,8 +36,10 @@ class Sample:
         return Added()
 
     def sample(self, rng: random.Random, ctx: Context) -> Ask:
+        # Only the tier comes from the policy (the strong model's share and stagnation rule, as in
+        # map-elites); what is asked is always a fresh sample from the seed.
         choice, self.tiers = self.policy.choose(self.tiers, ctx.evaluated, rng, have_elites=self._best is not None,
-                                                have_failures=False, strategy="sample")
+                                                have_failures=False)
         return Ask("sample", choice.tier, ctx.seed_id)
 
     def tuner_parents(self, rng: random.Random) -> list[int]:
