@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from kernelevo.deploy.load import REFERENCE
-from kernelevo.deploy.patch import PatchReport, patch, unpatch
+from kernelevo.deploy.patch import PatchReport, op_dirs, patch, unpatch
 from kernelevo.evaluate.compare import compare_outputs
 from kernelevo.problem import ProblemError, flatten_outputs, load_problem
 from kernelevo.settings import triton_interpreted
@@ -94,21 +94,12 @@ def _rounds(model: torch.nn.Module, inputs: list[Any], ops: list[Path], chains: 
     return statistics.median(before), statistics.median(after), statistics.median(ratios)
 
 
-def _op_dirs(kernels: list[Path] | None) -> list[Path]:
-    if kernels is not None:
-        return kernels
-    root = Path("kernels")
-    from kernelevo.deploy.manifest import gpu_keys
-
-    return sorted(p for p in root.iterdir() if (p / "problem.py").is_file() and gpu_keys(p)) if root.is_dir() else []
-
-
 def bench_model(model_file: Path, kernels: list[Path] | None = None, *, device: str = "cpu",
                 overrides: Mapping[str, Any] | None = None, chains: bool = False) -> BenchReport:
     """Run (and on a GPU time) ``model_file``'s model before and after patching in ``kernels``
     (op folders; default every export under ./kernels)."""
     model, inputs = _build(model_file, device, overrides or {})
-    ops = _op_dirs(kernels)
+    ops = op_dirs(kernels)
     notes: list[str] = []
     with torch.no_grad():
         try:

@@ -322,7 +322,8 @@ class _RoutedForward:
             return forward(*args, **kwargs)
 
 
-def _op_dirs(ops: Iterable[str | Path] | None) -> list[Path]:
+def op_dirs(ops: Iterable[str | Path] | None) -> list[Path]:
+    """The op folders given (each must hold a problem.py), or every exported op under ./kernels."""
     if ops is not None:
         dirs = [Path(o) for o in ops]
         for d in dirs:
@@ -349,7 +350,7 @@ def patch(model: torch.nn.Module, ops: Iterable[str | Path] | None = None, *, ch
     report = PatchReport()
     record = _Patch()
     routes: list[tuple[tuple[str, Any], int, ExportedOp]] = []
-    for op_dir in _op_dirs(ops):
+    for op_dir in op_dirs(ops):
         op = _read_op(op_dir)
         if isinstance(op, NotSwapped):
             report.not_swapped.append(op)
