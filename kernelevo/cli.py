@@ -283,7 +283,7 @@ def optimize(
         except KeyboardInterrupt:
             typer.echo(f"kernelevo: interrupted; every judged candidate is saved. Resume with: {resume}", err=True)
             raise typer.Exit(130) from None
-        for note in run.evaluator.run_notes:
+        for note in run.executor.run_notes:
             typer.echo(f"kernelevo: note: {note}", err=True)
     from dataclasses import replace
 
@@ -538,6 +538,31 @@ _METAVARS = {"set_": "NAME=VALUE", "candidates": "CANDIDATE", "problem": "PROBLE
              "model": "PROVIDER/MODEL", "strong_model": "PROVIDER/MODEL", "api_base": "URL",
              "max_cost": "DOLLARS", "source": "best|ID", "root": "FOLDER", "runs_dir": "FOLDER",
              "model_file": "MODEL_FILE", "kernels": "FOLDER"}
+
+
+@app.command()
+def report(
+    dbs: Annotated[list[Path], typer.Argument(help="run databases written by kernelevo optimize", metavar="DB")],
+    out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("report.html"),
+    debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
+) -> None:
+    """Write one self-contained HTML page of runs (opens offline): progress, archive, per-size speed, kernels, cost."""
+    from kernelevo.html.data import ReportError, load_run
+    from kernelevo.store import StoreError
+
+    try:
+        runs = [load_run(db) for db in dbs]
+    except (StoreError, ReportError) as e:
+        _fail(str(e), debug)
+    if out.is_dir():
+        _fail(f"--out {out}: is a directory; give a file name such as {out / 'report.html'}", debug)
+    from kernelevo.html.page import write_report
+
+    try:
+        write_report(runs, out)
+    except OSError as e:
+        _fail(f"--out {out}: cannot write ({e.strerror or type(e).__name__})", debug)
+    typer.echo(str(out))
 
 
 def _plain_help(command: Any) -> Any:

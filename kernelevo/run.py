@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from kernelevo import __version__
+from kernelevo.execute.base import Executor
 from kernelevo.problem import Problem
 from kernelevo.settings import LLMSettings, Settings
 from kernelevo.store import CallRecord, Store
@@ -40,10 +41,10 @@ def _check_meta(store: Store, problem: Problem, device: str) -> None:
     if "problem_digest" not in meta:
         from dataclasses import asdict
 
-        from kernelevo.profile.gpu import gpu_fingerprint, software_fingerprint
+        from kernelevo.profile.gpu import software_fingerprint
 
-        gpu = gpu_fingerprint().key if device == "cuda" else "cpu"  # what the timings are valid for
-        store.set_meta({**want, "problem_path": str(problem.path), "kernelevo": __version__, "gpu_key": gpu,
+        # gpu_key (what the timings are valid for) comes from the first worker: see Run
+        store.set_meta({**want, "problem_path": str(problem.path), "kernelevo": __version__,
                         "versions": asdict(software_fingerprint()), "created": time.time()})
         return
     for key, value in want.items():
@@ -64,8 +65,11 @@ def _chooser(ls: LLMSettings):  # -> ModelChooser | None
 
 
 class Run:
+    """One problem's search. ``executor``: workers shared with other runs (a suite), left open
+    when this run closes; without one the run makes its own from the settings."""
+
     def __init__(self, problem: Problem, device: str, settings: Settings, store: Store,
-                 seed_source: str | None, seed_name: str):
+                 seed_source: str | None, seed_name: str, executor: Executor | None = None):
         self.problem, self.device, self.settings, self.store = problem, device, settings, store
         self.seed_source, self.seed_name = seed_source, seed_name
         self.warnings: list[str] = []
@@ -86,10 +90,31 @@ class Run:
                     if not reply.priced:
                         self.warnings.append(f"no price is known for {model}: its calls count as $0 "
                                              f'(set [prices."{model}"] in the config)')
-        from kernelevo.evaluate.evaluator import Evaluator
+        from kernelevo import execute
 
-        self.evaluator = Evaluator(problem, device, settings.eval)
-        self.warnings += list(self.evaluator.reference.warnings)
+        self._own_executor = executor is None
+        if executor is None:
+            try:
+                executor = execute.make(settings, device)
+            except ValueError as e:
+                raise RunError(str(e)) from None
+        self.executor: Executor = executor
+        self.spec = execute.ProblemSpec.of(problem, device)
+        try:
+            self.info = executor.info(self.spec)  # builds the reference on the first worker
+        except BaseException:
+            if self._own_executor:
+                executor.close()
+            raise
+        self.warnings += list(self.info.warnings)
+        types = list(settings.execute.types)
+        meta = store.meta()
+        if "gpu_key" not in meta:
+            store.set_meta({"gpu_key": self.info.gpu_key, "gpu_types": types})
+        elif meta.get("gpu_types", []) != types:
+            self.close()
+            raise RunError(f"{store.path}: this run was judged on GPU types {meta.get('gpu_types') or 'of one machine'}"
+                           f", not {types or 'of one machine'}; use the same --gpu-types or another --db")
 
     def __enter__(self) -> Run:
         return self
@@ -98,7 +123,8 @@ class Run:
         self.close()
 
     def close(self) -> None:
-        self.evaluator.close()
+        if self._own_executor:
+            self.executor.close()
         self.store.close()
 
     def search(self):  # -> Summary
@@ -110,15 +136,12 @@ class Run:
         s, ls = self.settings.search, self.settings.llm
         tuner = Tuner(self.seed_source or "", random.Random(s.seed + 1))
         proposer = Proposer(self.problem.source, self.device, self.llm, ls.model or None, ls.strong_model or None,
-                            tuner, ls.edit_threshold, calibration=self.evaluator.calibration,
+                            tuner, ls.edit_threshold, calibration=self.info.calibration,
                             max_tokens_cap=ls.max_tokens_cap, chooser=_chooser(ls))
-        stats = [(float(c.flops), float(c.min_bytes)) for c in self.evaluator.reference.cases]
         with Progress(problem=self.problem.name) as progress:
-            cal, ceilings = self.evaluator.calibration, None
-            if cal is not None:
-                ceilings = (cal.copy_bytes_per_s, cal.peak_flops(self.evaluator.dtype, self.settings.eval.allow_tf32))
-            search = Search(self.store, self.evaluator.evaluate, proposer, s, len(self.problem.sizes), stats,
-                            on_event=progress, ceilings=ceilings, strategy_tables=self.settings.strategy)
+            search = Search(self.store, self.executor, proposer, s, len(self.problem.sizes), list(self.info.stats),
+                            on_event=progress, ceilings=self.info.ceilings, strategy_tables=self.settings.strategy,
+                            spec=self.spec)
             if self.seed_source is not None:
                 search.add_seed(self.seed_source, self.seed_name)
             summary = search.run()
@@ -141,12 +164,12 @@ class Run:
 
 
 def open_run(problem: Problem, device: str, settings: Settings, db: Path, seed_source: str | None,
-             seed_name: str) -> Run:
+             seed_name: str, executor: Executor | None = None) -> Run:
     store = Store(db, lock=True)
     try:
         _check_meta(store, problem, device)
         _check_strategy(store, settings.search.strategy)
-        return Run(problem, device, settings, store, seed_source, seed_name)
+        return Run(problem, device, settings, store, seed_source, seed_name, executor)
     except BaseException:
         store.close()
         raise

@@ -20,6 +20,7 @@ from kernelevo import strategies
 from kernelevo.archive import behaviour_descriptors, code_descriptors
 from kernelevo.candidate import Candidate, detect_language, source_digest
 from kernelevo.evaluate.verdict import Evaluation, Verdict, size_speedup
+from kernelevo.execute.base import Executor, Judgement, ProblemSpec
 from kernelevo.propose.prompt import Shown
 from kernelevo.propose.proposer import Plan, Proposal, Proposer
 from kernelevo.propose.tiers import Choice
@@ -55,12 +56,14 @@ class Summary:
     cells: int
     verdicts: dict[str, int]
     elapsed_s: float
-    evaluator_idle: float  # fraction of this invocation's wall time with no evaluation running
+    evaluator_idle: float  # fraction of this invocation's worker time (wall time x workers) not judging
     controller_ms: float  # controller CPU time per proposal (planning, prompts, recording, archive)
     proposals: int  # proposals made in this invocation
     models_failed: bool = False  # the run stopped because its models could not be called
     db: str = ""  # the run database, for the commands the summary prints
     speed_measured: bool = True  # False on a CPU: best_speedup ranks nothing there
+    workers: int = 1  # evaluations that ran at once
+    lost_workers: int = 0  # workers that died under an evaluation (each re-queued, not lost)
 
 
 def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -77,6 +80,22 @@ def _spawn(fn: Callable[..., Any], *args: Any) -> Future[Any]:
 
     threading.Thread(target=target, daemon=True, name=f"kernelevo-{getattr(fn, '__name__', 'task')}").start()
     return fut
+
+
+class _Inline:
+    """A plain ``evaluate(candidate)`` function as a one-worker executor (tests, the tuner)."""
+
+    slots = 1
+    run_notes: tuple[str, ...] = ()
+
+    def __init__(self, fn: Callable[[Candidate], Evaluation]):
+        self.fn = fn
+
+    def submit(self, spec: ProblemSpec | None, candidate: Candidate) -> Future[Judgement]:
+        def judge() -> Judgement:
+            ev = self.fn(candidate)
+            return Judgement(ev, (("", ev),), ("local",), ("",), 1)
+        return _spawn(judge)
 
 
 def _strategy_state(store: Store) -> dict[str, Any] | None:
@@ -98,7 +117,7 @@ class Search:
     def __init__(
         self,
         store: Store,
-        evaluate: Callable[[Candidate], Evaluation],
+        evaluate: Callable[[Candidate], Evaluation] | Executor,
         proposer: Proposer,
         settings: SearchSettings,
         n_sizes: int,
@@ -106,9 +125,11 @@ class Search:
         on_event: Callable[[Event], None] | None = None,
         ceilings: tuple[float, float] | None = None,
         strategy_tables: dict[str, dict[str, Any]] | None = None,
+        spec: ProblemSpec | None = None,
     ):
         self.store = store
-        self.evaluate = evaluate
+        self.executor: Any = evaluate if hasattr(evaluate, "submit") else _Inline(evaluate)  # type: ignore[arg-type]
+        self.spec = spec  # the problem, as the executor's workers rebuild it
         self.proposer = proposer
         self.s = settings
         self.stats = stats
@@ -215,7 +236,8 @@ class Search:
         return self.store.candidate(self.store.add_candidate(cand, origin, digest, call_id, note, judged,
                                                              told if judged is not None else None))
 
-    def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation) -> None:
+    def _record_evaluation(self, cand: StoredCandidate, ev: Evaluation,
+                           per_type: tuple[tuple[str, str, str, Evaluation], ...] = ()) -> None:
         fitness, speedups = ev.speedup, tuple(size_speedup(s) or 0.0 for s in ev.sizes)
         if ev.ok and fitness is None and ev.timing == "cpu-interpreter":
             # No speed on a CPU: every correct candidate ranks the same (the first in a cell keeps it);
@@ -228,7 +250,7 @@ class Search:
             self.store.candidate_cost(cand.id), self.store.count_done() + 1, fitness if correct else None,
             speedups if correct else (), code_descriptors(cand.source, cand.language) if correct else None,
             behaviour_descriptors(ev.sizes, self.stats, self.ceilings, ev.hybrid) if correct else None))
-        self.store.record_evaluation(cand.id, ev, added.cell, self._state())
+        self.store.record_evaluation(cand.id, ev, added.cell, self._state(), per_type)
 
     def _reward(self, cand: StoredCandidate, fitness: float | None, ev: Evaluation) -> None:
         """Tell the model chooser what a model's candidate brought: its speedup over its parent
@@ -264,7 +286,8 @@ class Search:
         start = time.monotonic()
         pending: deque[StoredCandidate] = deque(self.store.candidates("pending"))
         calls: dict[Future[Proposal], Plan] = {}
-        evaluating: tuple[StoredCandidate, Future[Evaluation], float] | None = None
+        evaluating: dict[Future[Judgement], tuple[StoredCandidate, float]] = {}
+        slots = max(1, int(self.executor.slots))
         busy_s = 0.0
         stop: str | None = None
         models_failed = False
@@ -273,12 +296,14 @@ class Search:
         while True:
             t0 = time.thread_time()
             stop = stop or self._stop_reason(start)
-            if evaluating is None and pending and stop is None:
+            while len(evaluating) < slots and pending and stop is None:
                 cand = pending.popleft()
-                evaluating = (cand, _spawn(self.evaluate, cand.as_candidate()), time.monotonic())
-            in_pipeline = len(calls) + len(pending) + (evaluating is not None)
-            while (stop is None and not exhausted and len(calls) < self.s.concurrency
-                   and len(pending) < max(1, self.s.concurrency)
+                evaluating[self.executor.submit(self.spec, cand.as_candidate())] = (cand, time.monotonic())
+            in_pipeline = len(calls) + len(pending) + len(evaluating)
+            # Enough model calls in flight to keep every worker fed, however few the settings ask for.
+            concurrency = max(self.s.concurrency, slots)
+            while (stop is None and not exhausted and len(calls) < concurrency
+                   and len(pending) < max(slots, concurrency)
                    and self.store.count_done() + in_pipeline < self.s.budget):
                 plan = self._plan()
                 self._proposals += 1
@@ -293,16 +318,14 @@ class Search:
                     calls[_spawn(self.proposer.execute, plan)] = plan
                 in_pipeline += 1
             self._controller_s += time.thread_time() - t0
-            if evaluating is None and pending and stop is None:
+            if len(evaluating) < slots and pending and stop is None:
                 continue
-            if evaluating is None and not calls:
+            if not evaluating and not calls:
                 if stop is None:
                     stop = ("the tuner tried every neighbour of every elite" if self.proposer.offline
                             else "no more proposals could be made")
                 break
-            waitables: set[Future[Any]] = set(calls)
-            if evaluating is not None:
-                waitables.add(evaluating[1])
+            waitables: set[Future[Any]] = set(calls) | set(evaluating)
             done, _ = wait(waitables, timeout=1.0, return_when=FIRST_COMPLETED)
             t0 = time.thread_time()
             for fut in [f for f in calls if f in done]:
@@ -320,18 +343,22 @@ class Search:
                     pending.append(c)
                 elif c is not None:
                     self._event(c.id)
-            if evaluating is not None and evaluating[1] in done:
-                cand, fut, t_start = evaluating
+            for fut in [f for f in evaluating if f in done]:
+                cand, t_start = evaluating.pop(fut)
                 busy_s += time.monotonic() - t_start
-                evaluating = None
+                per_type: tuple[tuple[str, str, str, Evaluation], ...] = ()
                 try:
-                    ev = fut.result()
+                    j = fut.result()
+                    ev = j.evaluation
+                    if len(j.per_type) > 1:
+                        per_type = tuple((t, w, k, e) for (t, e), w, k in zip(j.per_type, j.workers, j.gpu_keys,
+                                                                               strict=True))
                 except Exception as e:  # the evaluator itself failed: record, never lose the run
                     ev = Evaluation(cand.as_candidate().name, Verdict.CRASH, f"evaluator error: {e}", "")
-                self._record_evaluation(cand, ev)
+                self._record_evaluation(cand, ev, per_type)
                 self._event(cand.id)
             self._controller_s += time.thread_time() - t0
-            if stop is not None and evaluating is None:
+            if stop is not None and not evaluating:
                 self._drain(calls)
                 break
         elapsed = time.monotonic() - start
@@ -339,8 +366,9 @@ class Search:
         return Summary(
             self.store.count_done(), self.s.budget, stop or "done", best[0] if best else None,
             best[1] if best else None, self.store.cost_usd(), self.strategy.coverage, self.store.verdict_counts(),
-            round(elapsed, 3), round(max(0.0, 1 - busy_s / elapsed), 4) if elapsed > 0 else 0.0,
+            round(elapsed, 3), round(max(0.0, 1 - busy_s / (elapsed * slots)), 4) if elapsed > 0 else 0.0,
             round(1000 * self._controller_s / max(1, self._proposals), 3), self._proposals, models_failed,
+            workers=slots, lost_workers=int(getattr(self.executor, "lost", 0)),
         )
 
     def _drain(self, calls: dict[Future[Proposal], Plan]) -> None:

@@ -75,6 +75,21 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
+class ExecSettings:
+    """Where evaluations run (``[execute]``)."""
+
+    executor: str = "local"  # local: this machine's GPUs (or cores); ray: actors of a Ray cluster
+    workers: int = 0  # evaluations at once; 0: one per visible GPU, or one per core (at most 8) on a CPU
+    address: str = ""  # the Ray cluster ("auto", "ray://head:10001"); "": start a local one
+    gpu_types: str = ""  # comma-separated Ray accelerator types: every candidate is judged on each
+    max_retries: int = 3  # workers that may die under one candidate before it is recorded as a crash
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.gpu_types.split(",") if t.strip())
+
+
+@dataclass(frozen=True)
 class LLMSettings:
     """Models are litellm names (provider/model); api_base points them at any OpenAI-compatible server."""
 
@@ -101,7 +116,7 @@ class Price:
     output_per_mtok: float = 0.0
 
 
-_TABLES = {"eval": EvalSettings, "search": SearchSettings, "llm": LLMSettings}
+_TABLES = {"eval": EvalSettings, "search": SearchSettings, "llm": LLMSettings, "execute": ExecSettings}
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class Settings:
     eval: EvalSettings = field(default_factory=EvalSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     llm: LLMSettings = field(default_factory=LLMSettings)
+    execute: ExecSettings = field(default_factory=ExecSettings)
     prices: dict[str, Price] = field(default_factory=dict)
     # [strategy.<name>] tables, as written: each strategy checks its own (kernelevo.strategies.options)
     strategy: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -133,7 +149,8 @@ class Settings:
         return base.updated(data, str(p))
 
     def updated(self, data: dict[str, Any], origin: str = "settings") -> Settings:
-        """A copy with the tables of ``data`` (``[eval]``, ``[search]``, ``[llm]``, ``[prices]``) applied."""
+        """A copy with the tables of ``data`` (``[eval]``, ``[search]``, ``[llm]``, ``[execute]``, ``[prices]``)
+        applied."""
         unknown = set(data) - {*_TABLES, "prices", "strategy", "debug"}
         if unknown:
             raise SettingsError(f"{origin}: unknown setting(s) {', '.join(sorted(unknown))}")

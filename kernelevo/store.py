@@ -62,6 +62,15 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE INDEX IF NOT EXISTS candidates_digest ON candidates(digest);
 CREATE INDEX IF NOT EXISTS candidates_status ON candidates(status);
+-- a candidate judged on several GPU types (--gpu-types): each type's own evaluation
+CREATE TABLE IF NOT EXISTS per_type (
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    gpu_type TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    gpu_key TEXT NOT NULL,           -- the judging GPU's fingerprint key: where an export of this type goes
+    evaluation TEXT NOT NULL,        -- Evaluation.to_json()
+    PRIMARY KEY (candidate_id, gpu_type)
+);
 """
 
 
@@ -325,10 +334,16 @@ class Store:
         with self._tx() as db:
             db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", [(k, json.dumps(v)) for k, v in state.items()])
 
-    def record_evaluation(self, cid: int, evaluation: Evaluation, cell: str | None, state: dict[str, Any]) -> None:
-        """The evaluation and the search state it produced, atomically."""
+    def record_evaluation(self, cid: int, evaluation: Evaluation, cell: str | None, state: dict[str, Any],
+                          per_type: tuple[tuple[str, str, str, Evaluation], ...] = ()) -> None:
+        """The evaluation and the search state it produced, atomically; ``per_type``: (GPU type,
+        worker, GPU key, evaluation) for a candidate judged on several types."""
         with self._tx() as db:
             self._finish(db, cid, evaluation, cell)
+            for gpu_type, worker, key, ev in per_type:
+                d = ev.to_json()
+                d.pop("log", None)
+                db.execute("INSERT INTO per_type VALUES (?, ?, ?, ?, ?)", (cid, gpu_type, worker, key, json.dumps(d)))
             db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)",
                            [(k, json.dumps(v)) for k, v in state.items()])
 
@@ -343,6 +358,20 @@ class Store:
         ).rowcount
         if n != 1:
             raise StoreError(f"candidate #{cid} is not pending: it would be evaluated twice")
+
+    def per_type(self, cid: int | None = None) -> dict[int, dict[str, tuple[str, Evaluation]]]:
+        """Candidate id -> GPU type -> (GPU key, its evaluation there), for runs with --gpu-types."""
+        q = "SELECT candidate_id, gpu_type, gpu_key, evaluation FROM per_type" + (
+            " WHERE candidate_id = ?" if cid else "")
+        try:
+            rows = self._db.execute(q, (cid,) if cid else ()).fetchall()
+        except sqlite3.OperationalError:  # a read-only database made before the table existed
+            return {}
+        out: dict[int, dict[str, Evaluation]] = {}
+        for r in rows:
+            out.setdefault(r["candidate_id"], {})[r["gpu_type"]] = (
+                r["gpu_key"], Evaluation.from_json(json.loads(r["evaluation"])))
+        return out
 
     def candidates(self, status: str | None = None) -> list[StoredCandidate]:
         q = "SELECT * FROM candidates" + (" WHERE status = ?" if status else "") + " ORDER BY id"

@@ -37,6 +37,7 @@ def settings(url: str, tmp_path: Path, **search: object) -> Settings:
         "llm": {"model": "openai/cheap", "strong_model": "openai/strong", "api_base": url, "backoff_s": 0.05},
         "search": {"budget": 6, "concurrency": 2, "novelty": 0.0, **search},
         "eval": {"timeout_s": 60.0},
+        "execute": {"workers": 1},  # one worker: the order of evaluations is the order of proposals
     })
     return s
 
