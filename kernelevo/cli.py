@@ -169,22 +169,30 @@ def check(
 
 @app.command()
 def optimize(
-    problem: Annotated[Path, typer.Argument(help="problem file (KernelBench format)")],
+    problems: Annotated[
+        list[Path], typer.Argument(help="problem file(s) (KernelBench format), or folder(s) of them: a suite")
+    ],
     model: Annotated[
         str | None, typer.Option(help="cheap model, litellm name (default: none, the offline tuner)")
     ] = None,
     strong_model: Annotated[str | None, typer.Option(help="strong model, called rarely")] = None,
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server for the models")] = None,
     budget: Annotated[
-        int | None, typer.Option(help=f"stop after this many candidates are evaluated (default {_D.search.budget})")
+        int | None, typer.Option(help="stop after this many candidates are evaluated, per problem "
+                                      f"(default {_D.search.budget})")
+    ] = None,
+    suite_budget: Annotated[
+        int | None, typer.Option(help="a suite's evaluations in all (default: --budget per problem)")
     ] = None,
     max_cost: Annotated[
-        float | None, typer.Option(help="stop at this many dollars of model calls (default: no limit)")
+        float | None, typer.Option(help="stop at this many dollars of model calls, a suite's in all (default: no "
+                                        "limit)")
     ] = None,
     max_time: Annotated[float | None, typer.Option(help="stop after this many seconds (default: no limit)")] = None,
     db: Annotated[
         Path | None,
-        typer.Option(help="run database; the same path resumes the run (default runs/<problem>-<device>.db)"),
+        typer.Option(help="run database; the same path resumes the run (default runs/<problem>-<device>.db; "
+                          "for a suite, the folder of its databases, default runs/)"),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu (Triton interpreter) or cuda (default: cuda if present)")
@@ -194,11 +202,26 @@ def optimize(
     config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
     strategy: Annotated[
         str | None,
-        typer.Option(help="search strategy: map-elites (quality-diversity), islands, adaptive, pareto, or sample "
-                          f"(the baseline); README: Writing a strategy (default {_D.search.strategy})"),
+        typer.Option(help="search strategy: map-elites (quality-diversity), islands, adaptive, pareto, plan, or "
+                          f"sample (the baseline); README: Writing a strategy (default {_D.search.strategy})"),
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option(help=f"model calls in flight (default {_D.search.concurrency})")
+        int | None, typer.Option(help=f"model calls in flight, at least one per worker "
+                                      f"(default {_D.search.concurrency})")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="evaluations at once (default: one per visible GPU, or per core up to 8 on a "
+                                      "CPU; with Ray, per GPU of the cluster)")
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help=f"where evaluations run: local or ray (default {_D.execute.executor})")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (auto, ray://head:10001; default: start a local one)")
+    ] = None,
+    gpu_types: Annotated[
+        str | None, typer.Option(help="with --executor ray: judge every candidate on each of these Ray "
+                                      "accelerator types, comma-separated (H100,A100)")
     ] = None,
     timeout: Annotated[
         float | None, typer.Option(help=f"seconds per candidate evaluation (default {_D.eval.timeout_s:g})")
@@ -208,9 +231,9 @@ def optimize(
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
-    """Search for a faster kernel: models (or the offline tuner) propose, the evaluator judges, the archive keeps."""
-    from kernelevo.problem import ProblemError, load_problem, parse_override
-    from kernelevo.store import StoreError
+    """Search for a faster kernel: models (or the offline tuner) propose, the evaluator judges, the archive keeps.
+    Several problems (or a folder) make a suite: one database each, the workers and budgets shared."""
+    from kernelevo.problem import ProblemError, parse_override
 
     try:
         settings = Settings.load(config)
@@ -218,13 +241,17 @@ def optimize(
         settings = settings.with_options("search", budget=budget, max_cost_usd=max_cost, max_time_s=max_time,
                                          strategy=strategy, concurrency=concurrency)
         settings = settings.with_options("eval", timeout_s=timeout, compile_baseline=compile_baseline or None)
+        settings = settings.with_options("execute", workers=workers, executor=executor, address=address,
+                                         gpu_types=gpu_types)
     except SettingsError as e:
         _fail(str(e), debug)
     debug = debug or settings.debug
     s = settings.search
     wrong = [f"{flag} must be {rule}, got {value:g}" for flag, value, ok, rule in (
         ("--budget", s.budget, s.budget >= 1, "at least 1"),
+        ("--suite-budget", suite_budget or 0, (suite_budget or 0) >= 0, "0 or more"),
         ("--concurrency", s.concurrency, s.concurrency >= 1, "at least 1"),
+        ("--workers", settings.execute.workers, settings.execute.workers >= 0, "0 (automatic) or more"),
         ("--max-cost", s.max_cost_usd, s.max_cost_usd >= 0, "0 or more"),
         ("--max-time", s.max_time_s, s.max_time_s >= 0, "0 or more"),
         ("--timeout", settings.eval.timeout_s, settings.eval.timeout_s > 0, "more than 0"),
@@ -232,7 +259,12 @@ def optimize(
     if wrong:
         _fail("; ".join(wrong), debug)
     from kernelevo import strategies
+    from kernelevo.execute import EXECUTORS
 
+    if settings.execute.executor not in EXECUTORS:
+        _fail(f"--executor must be one of {', '.join(EXECUTORS)}, got {settings.execute.executor!r}", debug)
+    if settings.execute.types and settings.execute.executor != "ray":
+        _fail("--gpu-types needs --executor ray: one machine has one kind of GPU", debug)
     if strategies.ALIASES.get(s.strategy, s.strategy) not in strategies.REGISTRY:
         _fail(f"--strategy must be one of {', '.join(strategies.names())}, got {s.strategy!r}", debug)
     try:
@@ -244,33 +276,62 @@ def optimize(
     if settings.llm.chooser not in CHOOSERS:
         _fail(f"llm.chooser must be one of {', '.join(CHOOSERS)}, got {settings.llm.chooser!r}", debug)
     dev = device or _default_device()
-    if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda"):
-        _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device", debug)
+    if dev not in ("cpu", "cuda") or (dev == "cuda" and _default_device() != "cuda" and
+                                     settings.execute.executor != "ray"):
+        _fail(f"--device {dev}: use cpu, or cuda on a machine with a CUDA device (or --executor ray)", debug)
     try:
         overrides = dict(parse_override(x) for x in (set_ or []))
-        prob = load_problem(problem, overrides, device=dev)
     except ProblemError as e:
         _fail(str(e), debug)
+    from kernelevo.suite import SuiteError, discover
+
+    try:
+        paths = discover(problems)
+    except SuiteError as e:
+        _fail(str(e), debug)
+    suite = len(paths) > 1 or any(p.is_dir() for p in problems)
+    if suite and seed_kernel is not None:
+        _fail("--seed-kernel names one problem's seed: a suite takes each problem's own seed.py", debug)
+    if not suite:
+        _optimize_one(paths[0], settings, dev, db, seed_kernel, overrides, None, debug, "--db" not in sys.argv)
+        return
+    _optimize_suite(paths, settings, dev, db or Path("runs"), overrides, suite_budget or 0, debug)
+
+
+def _optimize_one(path: Path, settings: Settings, dev: str, db_path: Path | None, seed_kernel: Path | None,
+                  overrides: dict[str, Any], executor: Any, debug: bool, add_db: bool, suite: bool = False) -> Any:
+    """One problem's run; returns its summary. In a suite (``suite``) a problem that cannot run
+    is reported in one line and skipped (returns None); alone, it exits 2."""
+    from kernelevo.problem import ProblemError, load_problem
+    from kernelevo.run import RunError, open_run
+    from kernelevo.store import StoreError
+
+    def refuse(message: str) -> None:
+        if not suite:
+            _fail(message, debug)
+        typer.echo(f"kernelevo: skipped: {message}", err=True)
+
+    try:
+        prob = load_problem(path, overrides, device=dev)
+    except ProblemError as e:
+        return refuse(str(e))
     seed_path = seed_kernel or (prob.path.parent / "seed.py")
     seed_source = None
     if seed_kernel is not None or seed_path.is_file():
         try:
             seed_source = seed_path.read_text()
         except OSError as e:
-            _fail(f"{seed_path}: cannot read the seed kernel ({type(e).__name__})", debug)
+            return refuse(f"{seed_path}: cannot read the seed kernel ({type(e).__name__})")
     if not settings.llm.model and seed_source is None:
-        _fail(f"{prob.path}: no model set and no seed kernel to tune; give --model or --seed-kernel", debug)
-
-    from kernelevo.run import RunError, open_run
-
-    db_path = db or Path("runs") / f"{prob.name}-{dev}.db"
+        return refuse(f"{prob.path}: no model set and no seed kernel to tune; give --model or --seed-kernel")
+    db_path = db_path or Path("runs") / f"{prob.name}-{dev}.db"
     try:
-        run = open_run(prob, dev, settings, db_path, seed_source, str(seed_path))
+        run = open_run(prob, dev, settings, db_path, seed_source, str(seed_path), executor)
     except (StoreError, RunError, ProblemError) as e:
-        _fail(str(e), debug)
+        return refuse(str(e))
     resume = " ".join(shlex.quote(a) for a in ["kernelevo", *sys.argv[1:]])
-    if "--db" not in sys.argv:
-        resume += f" --db {shlex.quote(str(db_path))}"
+    if add_db:
+        resume += f" --db {shlex.quote(str(db_path.parent if suite else db_path))}"
     with run:
         statuses = [c.status for c in run.store.candidates()]
         if statuses:
@@ -283,8 +344,9 @@ def optimize(
         except KeyboardInterrupt:
             typer.echo(f"kernelevo: interrupted; every judged candidate is saved. Resume with: {resume}", err=True)
             raise typer.Exit(130) from None
-        for note in run.executor.run_notes:
-            typer.echo(f"kernelevo: note: {note}", err=True)
+        if not suite:
+            for note in run.executor.run_notes:
+                typer.echo(f"kernelevo: note: {note}", err=True)
     from dataclasses import replace
 
     from kernelevo.report import print_summary
@@ -294,6 +356,68 @@ def optimize(
         typer.echo("kernelevo: the run stopped because its models kept failing: check the key, the model name "
                    "and --api-base (the run resumes with the same --db)", err=True)
         raise typer.Exit(EXIT_MODELS_FAILED)
+    return summary
+
+
+def _optimize_suite(paths: list[Path], settings: Settings, dev: str, folder: Path, overrides: dict[str, Any],
+                    suite_budget: int, debug: bool) -> None:
+    """Problems one after another on one executor; a database per problem in ``folder``."""
+    from kernelevo import execute
+    from kernelevo.html.data import suite_rows
+    from kernelevo.html.suite import print_suite_table
+    from kernelevo.problem import ProblemError, load_problem
+    from kernelevo.store import Store, StoreError
+    from kernelevo.suite import db_name, share, with_share
+
+    if folder.is_file():
+        _fail(f"--db {folder}: a suite keeps one database per problem in a folder, and this is a file", debug)
+    names: dict[Path, Path] = {}
+    for p in paths:
+        try:
+            names[p] = folder / db_name(p, load_problem(p, overrides, device=dev).name, dev)
+        except ProblemError as e:
+            typer.echo(f"kernelevo: skipped: {e}", err=True)
+
+    def spent() -> tuple[int, float]:
+        done = cost = 0.0
+        for d in names.values():
+            if d.is_file():
+                try:
+                    with Store(d, readonly=True) as st:
+                        done, cost = done + st.count_done(), cost + st.cost_usd()
+                except StoreError:
+                    pass
+        return int(done), cost
+
+    try:
+        executor = execute.make(settings, dev)
+    except ValueError as e:
+        _fail(str(e), debug)
+    typer.echo(f"kernelevo: suite of {len(names)} problems, {executor.describe()}", err=True)
+    started = 0
+    try:
+        for p, d in names.items():
+            done_total, cost_total = spent()
+            here = here_cost = 0
+            if d.is_file():
+                with Store(d, readonly=True) as st:
+                    here, here_cost = st.count_done(), st.cost_usd()
+            sh = share(settings, here, done_total, cost_total, suite_budget)
+            if sh is None:
+                typer.echo(f"kernelevo: {p}: the suite's budget or cost cap is spent", err=True)
+                continue
+            started += 1
+            typer.echo(f"kernelevo: [{started}/{len(names)}] {p}", err=True)
+            _optimize_one(p, with_share(settings, sh, here_cost), dev, d, None, overrides, executor, debug,
+                          "--db" not in sys.argv, suite=True)
+    finally:
+        notes = executor.run_notes
+        executor.close()
+    for note in notes:
+        typer.echo(f"kernelevo: note: {note}", err=True)
+    print_suite_table(suite_rows([d for d in names.values() if d.is_file()]))
+    dbs = " ".join(shlex.quote(str(d)) for d in names.values() if d.is_file())
+    typer.echo(f"kernelevo: report with: kernelevo report {dbs} --out report.html", err=True)
 
 
 @app.command()

@@ -134,7 +134,10 @@ def print_summary(summary: Any, console: Console | None = None) -> None:
         best = f"#{summary.best_id} (correct; no speed on a CPU: measure it on a GPU)"
     console.print(f"stopped: {summary.stop_reason}", markup=False, highlight=False)
     console.print(f"evaluated {summary.evaluated}/{summary.budget}, best {best}, cells {summary.cells}, "
-                  f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s", markup=False, highlight=False)
+                  f"cost ${summary.cost_usd:.4f}, {summary.elapsed_s:.1f} s, {summary.workers} worker"
+                  f"{'s' if summary.workers != 1 else ''} ({1 - summary.evaluator_idle:.0%} busy)"
+                  + (f", {summary.lost_workers} lost and replaced (their candidates re-queued)"
+                     if summary.lost_workers else ""), markup=False, highlight=False)
     if summary.db and summary.best_id is not None:
         console.print(f"the best kernel: kernelevo show {summary.db} --source best --out best_kernel.py", markup=False,
                       highlight=False, soft_wrap=True)

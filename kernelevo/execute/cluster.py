@@ -112,6 +112,7 @@ def connect(address: str) -> Any:
     except ImportError:
         raise ClusterError("--executor ray needs Ray: pip install 'kernelevo[ray]'") from None
     if not ray.is_initialized():
+        _reachable(address)
         env = {ENV_TRITON_INTERPRET: "1"} if triton_interpreted() else {}
         try:
             ray.init(address=address or None, runtime_env={"env_vars": env} if env else None,
@@ -120,6 +121,20 @@ def connect(address: str) -> Any:
             raise ClusterError(f"cannot join the Ray cluster at {address or 'a new local cluster'}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return ray
+
+
+def _reachable(address: str) -> None:
+    """Ray retries an unreachable head for minutes; a head that refuses a connection is said now."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" and the like: Ray resolves them itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ClusterError(f"cannot join the Ray cluster at {address}: {e.strerror or type(e).__name__}") from None
 
 
 def _per_type(ray: Any, device: str, gpu_type: str) -> int:

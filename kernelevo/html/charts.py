@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import plotly.graph_objects as go
@@ -25,7 +26,7 @@ HEIGHT = 420
 VERDICT_COLOURS = {"correct": "#2ca02c", "incorrect": "#d62728", "rejected": "#9467bd", "compile_error": "#ff7f0e",
                    "runtime_error": "#e6a700", "timeout": "#8c564b", "crash": "#7f7f7f"}
 # Digits standing alone (sizes, errors, ids), not inside names like float32 or sm90.
-_NUMBER = re.compile(r"(?<![A-Za-z_])(?:0x[0-9a-fA-F]+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
+_NUMBER = re.compile(r"(?<![\w.])(?:0x[0-9a-fA-F]+|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 REASON_CHARS = 110
 
 
@@ -39,13 +40,21 @@ class Chart:
 
 def _layout(fig: go.Figure, **more: Any) -> go.Figure:
     # No title inside the figure: the page heads every chart, drawn or not, with the same <h3>.
-    fig.update_layout(template="plotly_white", height=more.pop("height", HEIGHT),
-                      margin={"l": 60, "r": 30, "t": 30, "b": 60}, legend={"orientation": "h", "y": -0.2}, **more)
+    fig.update_layout(**{"template": "plotly_white", "height": HEIGHT, "margin": {"l": 60, "r": 30, "t": 30, "b": 60},
+                         "legend": {"orientation": "h", "y": -0.2}, **more})
     return fig
 
 
 def _times(v: float) -> str:
     return f"{v:.3g}x"
+
+
+def _t(text: str, limit: int = 0) -> str:
+    """Database text for a figure. plotly reads labels as a little HTML (<a href>, <b>, <br>) and
+    decodes entities: escaped, a model's name shows as written and cannot become a link or markup."""
+    if limit and len(text) > limit:
+        text = text[:limit - 1] + "…"
+    return escape(text, quote=False)
 
 
 def reason_kind(reason: str) -> str:
@@ -97,12 +106,13 @@ def progress(runs: Sequence[RunData], prefix: str) -> list[Chart]:
         for r in shown:
             xs = list(range(1, len(r.candidates) + 1)) if key is None else [c.spent_usd for c in r.candidates]
             ys: Sequence[Any] = _best_so_far(r.candidates) if timed else _correct_so_far(r.candidates)
-            hover = [f"#{c.id} {c.verdict}" for c in r.candidates]
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line={"shape": "hv"}, name=label(r),
+            hover = [f"#{c.id} {_t(c.verdict)}" for c in r.candidates]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", line={"shape": "hv"}, name=_t(label(r)),
                                      hovertext=hover, hovertemplate="%{hovertext}<br>%{x}: %{y}<extra></extra>"))
         if timed:
             fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
-        charts.append(Chart(cid, title, _layout(fig, xaxis_title=xtitle, yaxis_title=ytitle), note))
+        charts.append(Chart(cid, title, _layout(fig, xaxis_title=xtitle, yaxis_title=ytitle,
+                                                showlegend=len(runs) > 1), note))
     return charts
 
 
@@ -121,27 +131,28 @@ def archive_map(run: RunData, prefix: str) -> Chart:
     if not run.cells:
         why = f"strategy {run.meta.strategy}" if run.meta.strategy else "this run"
         return Chart(cid, title, None, f"No archive cells: {why} keeps no cells, or no candidate is correct yet.")
-    rows = sorted({split_cell(c.cell)[0] for c in run.cells})
-    cols = sorted({split_cell(c.cell)[1] for c in run.cells})
+    rows = sorted({_t(split_cell(c.cell)[0]) for c in run.cells})
+    cols = sorted({_t(split_cell(c.cell)[1]) for c in run.cells})
     z: list[list[float | None]] = [[None] * len(cols) for _ in rows]
     text: list[list[str]] = [[""] * len(cols) for _ in rows]
     hover: list[list[str]] = [[""] * len(cols) for _ in rows]
     for c in run.cells:
         code, beh = split_cell(c.cell)
-        i, j = rows.index(code), cols.index(beh)
+        i, j = rows.index(_t(code)), cols.index(_t(beh))
         value = c.fitness if run.speed_measured else c.members
         z[i][j] = value
         text[i][j] = f"#{c.elite}" + (f" {_times(c.fitness)}" if c.fitness is not None else f" ({c.members})")
-        hover[i][j] = f"{c.cell}<br>elite #{c.elite}, {c.members} correct placed here"
+        hover[i][j] = f"{_t(c.cell)}<br>elite #{c.elite}, {c.members} correct placed here"
     if not run.speed_measured:
         title = "Archive cells: correct kernels per cell (no speed on a CPU)"
     fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, text=text, texttemplate="%{text}", hovertext=hover,
                                hovertemplate="%{hovertext}<extra></extra>", colorscale="Viridis",
                                colorbar={"title": {"text": "speedup" if run.speed_measured else "kernels"}}))
     height = max(HEIGHT, 160 + 40 * len(rows))
-    return Chart(cid, title, _layout(fig, height=height, xaxis_title="behaviour (sizes won, strongest size, "
-                                     "roofline bin)", yaxis_title="code (language, kernels, loops, dot, atomics, "
-                                     "persistent, tile, warps)"), "" if run.speed_measured else NO_SPEED)
+    axes = ("Rows: what the code is (language | kernels | loops | tl.dot | atomics | persistent | tile bin | warps "
+            "bin); columns: how it behaves (sizes won | strongest size | roofline bin).")
+    return Chart(cid, title, _layout(fig, height=height, xaxis_title="behaviour", yaxis_title="code"),
+                 axes if run.speed_measured else f"{NO_SPEED} {axes}")
 
 
 # -- per size ---------------------------------------------------------------------------------------
@@ -154,7 +165,7 @@ def size_speedups(run: RunData, prefix: str) -> Chart:
         return Chart(cid, title, None, NO_SPEED)
     if best is None:
         return Chart(cid, title, None, "No correct candidate: nothing to compare per size.")
-    labels = [s.label for s in best.sizes]
+    labels = [_t(s.label) for s in best.sizes]
     champs = run.champions()
     fig = go.Figure()
     fig.add_trace(go.Bar(x=labels, y=[s.speedup for s in best.sizes], name=f"best #{best.id} vs eager"))
@@ -195,13 +206,13 @@ def roofline(run: RunData, prefix: str) -> Chart:
         for dtype, peak in run.ceilings.flops_per_s:
             fig.add_trace(go.Scatter(x=grid, y=[min(peak, bw * x) for x in grid], mode="lines",
                                      line={"dash": "dash", "width": 1},
-                                     name=f"{dtype} roof ({peak / 1e12:.3g} TFLOP/s, {bw / 1e9:.0f} GB/s)"))
+                                     name=f"{_t(dtype)} roof ({peak / 1e12:.3g} TFLOP/s, {bw / 1e9:.0f} GB/s)"))
     for c in dict.fromkeys(c for c, _ in points):
         mine = [s for d, s in points if d is c]
         fig.add_trace(go.Scatter(
             x=[s.intensity for s in mine], y=[(s.tflops or 0.0) * 1e12 for s in mine], mode="markers",
             marker={"size": 10}, name=f"#{c.id}" + (f" {_times(c.speedup)}" if c.speedup else ""),
-            hovertext=[f"#{c.id} {s.label}: {s.gbps:.4g} GB/s, {s.tflops:.4g} TFLOP/s"
+            hovertext=[f"#{c.id} {_t(s.label)}: {s.gbps:.4g} GB/s, {s.tflops:.4g} TFLOP/s"
                        + (f", {s.roofline:.0%} of roof" if s.roofline is not None else "") for s in mine],
             hovertemplate="%{hovertext}<extra></extra>"))
     note = "" if run.ceilings else "No calibration recorded with these evaluations: roofs not drawn."
@@ -216,7 +227,7 @@ def verdicts(run: RunData, prefix: str) -> Chart:
     cid, title = f"{prefix}verdicts", "Verdicts"
     counts = Counter(c.verdict for c in run.candidates)
     order = [v for v in VERDICT_COLOURS if v in counts] + sorted(v for v in counts if v not in VERDICT_COLOURS)
-    fig = go.Figure(go.Bar(x=order, y=[counts[v] for v in order], text=[counts[v] for v in order],
+    fig = go.Figure(go.Bar(x=[_t(v) for v in order], y=[counts[v] for v in order], text=[counts[v] for v in order],
                            marker_color=[VERDICT_COLOURS.get(v, "#17becf") for v in order]))
     return Chart(cid, title, _layout(fig, xaxis_title="verdict", yaxis_title="candidates", showlegend=False))
 
@@ -228,7 +239,7 @@ def failures(run: RunData, prefix: str, top: int = 10) -> Chart:
     if not kinds:
         return Chart(cid, title, None, "No failures: every judged candidate was correct.")
     common = kinds.most_common(top)[::-1]  # plotly draws horizontal bars bottom-up
-    fig = go.Figure(go.Bar(x=[n for _, n in common], y=[k for k, _ in common], orientation="h",
+    fig = go.Figure(go.Bar(x=[n for _, n in common], y=[_t(k) for k, _ in common], orientation="h",
                            text=[n for _, n in common], marker_color="#d62728"))
     height = max(HEIGHT, 120 + 36 * len(common))
     return Chart(cid, title, _layout(fig, height=height, xaxis_title="candidates", showlegend=False,
@@ -241,7 +252,7 @@ def usage(run: RunData, prefix: str) -> Chart:
     cid, title = f"{prefix}usage", "Model calls, tokens and cost by model"
     if not run.usage:
         return Chart(cid, title, None, "No model calls: the offline tuner proposed every candidate.")
-    names = [u.model + ("" if u.priced else " (no price known)") for u in run.usage]
+    names = [_t(u.model, 32) + ("" if u.priced else " (no price known)") for u in run.usage]
     fig = make_subplots(rows=1, cols=3, subplot_titles=("calls", "tokens", "dollars"))
     fig.add_trace(go.Bar(x=names, y=[u.calls - u.failed_calls for u in run.usage], name="calls answered"), 1, 1)
     fig.add_trace(go.Bar(x=names, y=[u.failed_calls for u in run.usage], name="calls failed"), 1, 1)
@@ -249,7 +260,9 @@ def usage(run: RunData, prefix: str) -> Chart:
     fig.add_trace(go.Bar(x=names, y=[u.tokens_out for u in run.usage], name="tokens out"), 1, 2)
     fig.add_trace(go.Bar(x=names, y=[u.cost_usd for u in run.usage], name="dollars",
                          text=[f"${u.cost_usd:.4f}" for u in run.usage]), 1, 3)
-    return Chart(cid, title, _layout(fig, barmode="stack"))
+    fig.update_xaxes(tickangle=-20)
+    return Chart(cid, title, _layout(fig, barmode="stack", height=HEIGHT + 60, legend={"orientation": "h", "y": -0.4},
+                                     margin={"l": 60, "r": 30, "t": 60, "b": 90}))
 
 
 def run_charts(run: RunData, prefix: str) -> list[Chart]:

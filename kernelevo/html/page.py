@@ -54,6 +54,10 @@ def chart_html(chart: Chart) -> str:
         return f'{head}<p class="note" id="{_e(chart.id)}">{_e(chart.note)}</p></section>'
     # plotly.js is in the page's head once; each figure only calls it.
     body = chart.figure.to_html(full_html=False, include_plotlyjs=False, div_id=chart.id, config=PLOTLY_CONFIG)
+    # plotly's JSON writes < > / as \u escapes; were a plotly release not to, a model's reason in a
+    # figure could close the script and run its own: refuse to write such a page rather than trust it.
+    if body.lower().count("</script") != 1 or "<!--" in body:
+        raise ValueError(f"chart {chart.id}: plotly left markup unescaped in the figure's data")
     return f"{head}{note}{body}</section>"
 
 

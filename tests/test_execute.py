@@ -1,0 +1,177 @@
+"""Executors: local workers judging at once, lost workers re-queued, results per GPU type, suites."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kernelevo.candidate import Candidate
+from kernelevo.evaluate.verdict import Evaluation, Verdict
+from kernelevo.execute.base import ProblemSpec, combine
+from kernelevo.execute.dispatch import Dispatcher
+from kernelevo.execute.local import ProcessSlot, ThreadSlot, local_executor
+from kernelevo.problem import load_problem
+from kernelevo.settings import EvalSettings
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+
+SETTINGS = EvalSettings(timeout_s=120.0)
+
+
+def slow(seconds: float) -> Candidate:
+    """A correct softmax whose forward sleeps: long enough to be caught mid-evaluation."""
+    src = (CANDIDATES / "softmax_good.py").read_text()
+    src = src.replace("import torch\n", "import time\n\nimport torch\n", 1)
+    src = src.replace("        return softmax(x)", f"        time.sleep({seconds})\n        return softmax(x)")
+    return Candidate.from_source(src, "slow")
+
+
+def spec() -> ProblemSpec:
+    return ProblemSpec.of(load_problem(PROBLEMS / "softmax_small.py"), "cpu")
+
+
+def wait_busy(d: Dispatcher, n: int, timeout: float = 120.0) -> dict[str, Candidate]:
+    """Until ``n`` slots are judging (polls the dispatcher, not the clock of the evaluation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = d.busy()
+        if len(busy) >= n:
+            return busy
+        time.sleep(0.05)
+    raise AssertionError(f"{n} slots never busy at once: {d.busy()}")
+
+
+def ev(verdict: str, speedup: float | None = None, reason: str = "") -> Evaluation:
+    return Evaluation("c", Verdict(verdict), reason, "cuda", speedup=speedup, speedup_compiled=speedup)
+
+
+def test_combine_ranks_by_every_type_and_names_the_type_that_failed():
+    both = combine([("H100", ev("correct", 2.0)), ("A100", ev("correct", 0.5))])
+    assert both.ok and both.speedup == pytest.approx(1.0) and "judged on H100, A100" in both.notes
+    failed = combine([("H100", ev("correct", 2.0)), ("A100", ev("incorrect", reason="17 elements wrong"))])
+    assert failed.verdict is Verdict.INCORRECT and failed.reason == "on A100: 17 elements wrong"
+
+
+def test_two_local_workers_judge_two_candidates_at_once_and_both_are_correct():
+    d = local_executor(SETTINGS, "cpu", workers=2)
+    try:
+        assert d.slots == 2 and isinstance(d.groups[""][1], ProcessSlot)
+        s = spec()
+        futs = [d.submit(s, slow(0.3)), d.submit(s, slow(0.3))]
+        busy = wait_busy(d, 2)
+        assert set(busy) == {"local-0", "local-1"}
+        results = [f.result(timeout=300) for f in futs]
+        assert all(r.evaluation.ok for r in results), [r.evaluation.reason for r in results]
+        assert sorted(r.workers[0] for r in results) == ["local-0", "local-1"]
+    finally:
+        d.close()
+
+
+def test_a_killed_worker_process_has_its_evaluation_requeued_and_judged_once():
+    slot = ProcessSlot(SETTINGS, "p-0", {})
+    d = Dispatcher({"": [slot]}, max_retries=3)
+    try:
+        fut = d.submit(spec(), slow(0.4))
+        wait_busy(d, 1)
+        time.sleep(1.0)  # into the evaluation, not its queueing
+        first = slot.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        j = fut.result(timeout=300)
+        assert j.evaluation.ok, j.evaluation.reason
+        assert j.attempts == 2 and d.lost == 1
+        assert slot.pid not in (None, first)  # a fresh worker judged it
+    finally:
+        d.close()
+
+
+def test_a_candidate_whose_workers_keep_dying_is_a_crash_not_a_hang():
+    slot = ProcessSlot(SETTINGS, "p-0", {})
+    d = Dispatcher({"": [slot]}, max_retries=2)
+    try:
+        fut = d.submit(spec(), slow(0.4))
+        for _ in range(2):
+            wait_busy(d, 1)
+            time.sleep(0.5)
+            pid = slot.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while slot.pid == pid and time.monotonic() < deadline and not fut.done():
+                time.sleep(0.05)
+        j = fut.result(timeout=120)
+        assert j.evaluation.verdict is Verdict.CRASH
+        assert "2 evaluation workers died while judging it" in j.evaluation.reason
+    finally:
+        d.close()
+
+
+def test_every_gpu_type_judges_every_candidate():
+    d = Dispatcher({"typeA": [ThreadSlot(SETTINGS, "a")], "typeB": [ThreadSlot(SETTINGS, "b")]})
+    try:
+        j = d.submit(spec(), Candidate.from_file(CANDIDATES / "softmax_good.py")).result(timeout=300)
+        assert [t for t, _ in j.per_type] == ["typeA", "typeB"] and j.workers == ("a", "b")
+        assert all(e.ok for _, e in j.per_type) and "judged on typeA, typeB" in j.evaluation.notes
+    finally:
+        d.close()
+
+
+def test_more_workers_than_gpus_are_refused(monkeypatch: pytest.MonkeyPatch):
+    import kernelevo.execute.local as local
+
+    monkeypatch.setattr(local, "visible_gpus", lambda: ["0"])
+    with pytest.raises(ValueError, match="1 visible GPU"):
+        local_executor(SETTINGS, "cuda", workers=2)
+
+
+# -- suites ---------------------------------------------------------------------------------------
+
+def _suite(tmp_path: Path) -> Path:
+    folder = tmp_path / "level"
+    for name in ("softmax", "rmsnorm"):
+        (folder / name).mkdir(parents=True)
+        for f in ("problem.py", "seed.py"):
+            (folder / name / f).write_text((ROOT / "kernels" / name / f).read_text())
+    (folder / "broken").mkdir()
+    (folder / "broken" / "problem.py").write_text("this is not python(\n")
+    return folder
+
+
+def test_a_suite_shares_a_total_budget_keeps_a_database_per_problem_and_ends_with_the_table(tmp_path: Path):
+    folder = _suite(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "kernelevo", "optimize", str(folder), "--budget", "3",
+                          "--suite-budget", "5", "--device", "cpu", "--workers", "1", "--db", str(tmp_path / "runs")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    dbs = sorted(p.name for p in (tmp_path / "runs").glob("*.db"))
+    assert dbs == ["rmsnorm-cpu.db", "softmax-cpu.db"]
+    done = {}
+    for name in dbs:
+        with sqlite3.connect(tmp_path / "runs" / name) as db:
+            done[name] = db.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
+    # problems run in order: rmsnorm takes its 3, softmax what the suite has left
+    assert done == {"rmsnorm-cpu.db": 3, "softmax-cpu.db": 2}
+    assert "skipped:" in out.stderr and "broken" in out.stderr
+    table = out.stdout
+    assert "suite" in table and "rmsnorm" in table and "softmax" in table and "correct 2/2" in table
+    assert "kernelevo report" in out.stderr
+
+
+def test_bad_execution_options_are_one_line_errors(tmp_path: Path):
+    problem = str(ROOT / "kernels" / "softmax" / "problem.py")
+    for args, message in (
+        (["--executor", "slurm"], "--executor must be one of local, ray"),
+        (["--gpu-types", "H100,A100"], "--gpu-types needs --executor ray"),
+        (["--workers", "-1"], "--workers must be 0 (automatic) or more"),
+        (["--seed-kernel", problem, str(ROOT / "kernels" / "rmsnorm" / "problem.py")], "a suite takes each"),
+    ):
+        out = subprocess.run([sys.executable, "-m", "kernelevo", "optimize", problem, "--device", "cpu", *args],
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1

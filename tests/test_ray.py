@@ -1,0 +1,124 @@
+"""Evaluations through a real local Ray cluster (CPU workers standing in for GPUs): a search to its
+budget, a killed actor whose candidate is re-queued and judged once, and results per GPU type."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from kernelevo.candidate import Candidate
+from kernelevo.evaluate.verdict import Verdict
+from kernelevo.execute.base import ProblemSpec
+from kernelevo.problem import load_problem
+from kernelevo.settings import EvalSettings, Settings
+from kernelevo.store import Store
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+from tests.test_execute import slow, wait_busy
+
+ray = pytest.importorskip("ray", reason="Ray is the optional [ray] extra")
+
+SETTINGS = EvalSettings(timeout_s=120.0)
+TYPES = ("typeA", "typeB")  # accelerator types the test cluster's node advertises, as a GPU node does
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real local cluster (GCS, raylet, worker processes), not local mode: 2 CPUs, two fake types."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, resources={f"accelerator_type:{t}": 1 for t in TYPES}, object_store_memory=200 << 20,
+             include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def spec() -> ProblemSpec:
+    return ProblemSpec.of(load_problem(PROBLEMS / "softmax_small.py"), "cpu")
+
+
+def test_an_optimize_run_through_ray_reaches_its_budget_on_two_actors(cluster, tmp_path: Path):
+    from kernelevo.run import open_run
+
+    s = Settings().updated({"search": {"budget": 4}, "eval": {"timeout_s": 120.0},
+                            "execute": {"executor": "ray", "workers": 2}})
+    prob = load_problem(ROOT / "kernels" / "softmax" / "problem.py")
+    seed = (ROOT / "kernels" / "softmax" / "seed.py").read_text()
+    with open_run(prob, "cpu", s, tmp_path / "run.db", seed, "seed.py") as run:
+        assert run.executor.slots == 2 and run.executor.describe().startswith("ray")
+        assert all(w.startswith("ray:") for w in [run.info.worker])
+        summary = run.search()
+    assert summary.evaluated == 4 and summary.workers == 2
+    with Store(tmp_path / "run.db", readonly=True) as st:
+        assert st.verdict_counts() == {"correct": 4}
+
+
+def test_a_killed_actor_has_its_evaluation_requeued_and_judged_once(cluster):
+    from kernelevo.execute.cluster import ray_executor
+
+    d = ray_executor(SETTINGS, "cpu", workers=1)
+    try:
+        slot = d.groups[""][0]
+        fut = d.submit(spec(), slow(0.4))
+        wait_busy(d, 1)
+        time.sleep(1.0)
+        first = slot.pid
+        os.kill(first, signal.SIGKILL)  # what a lost node looks like to the driver: RayActorError
+        j = fut.result(timeout=300)
+        assert j.evaluation.ok, j.evaluation.reason
+        assert j.attempts == 2 and d.lost == 1 and slot.pid != first
+    finally:
+        d.close()
+
+
+def test_gpu_types_judge_each_candidate_on_each_type_and_the_run_keeps_both(cluster, tmp_path: Path):
+    from kernelevo.run import open_run
+
+    s = Settings().updated({"search": {"budget": 2}, "eval": {"timeout_s": 120.0},
+                            "execute": {"executor": "ray", "gpu_types": ",".join(TYPES), "workers": 1}})
+    prob = load_problem(ROOT / "kernels" / "softmax" / "problem.py")
+    seed = (ROOT / "kernels" / "softmax" / "seed.py").read_text()
+    with open_run(prob, "cpu", s, tmp_path / "typed.db", seed, "seed.py") as run:
+        assert {t: len(v) for t, v in run.executor.groups.items()} == {"typeA": 1, "typeB": 1}
+        run.search()
+    with Store(tmp_path / "typed.db", readonly=True) as st:
+        per = st.per_type()
+        assert st.meta()["gpu_types"] == list(TYPES)
+    assert len(per) == 2 and all(set(v) == set(TYPES) for v in per.values())
+    assert all(e.ok for v in per.values() for _, e in v.values())
+
+
+def test_a_type_the_cluster_lacks_is_refused_in_one_line(cluster):
+    from kernelevo.execute.cluster import ClusterError, ray_executor
+
+    with pytest.raises(ClusterError, match="the Ray cluster has no GPU type H100"):
+        ray_executor(SETTINGS, "cpu", gpu_types=("H100",))
+
+
+def test_an_unreachable_cluster_is_a_one_line_error(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from tests.conftest import closed_port
+
+    out = subprocess.run([sys.executable, "-m", "kernelevo", "optimize", str(ROOT / "kernels/softmax/problem.py"),
+                          "--device", "cpu", "--executor", "ray", "--address", f"127.0.0.1:{closed_port()}"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "cannot join the Ray cluster" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_crashing_candidate_through_ray_is_a_verdict_not_a_lost_worker(cluster):
+    from kernelevo.execute.cluster import ray_executor
+
+    d = ray_executor(SETTINGS, "cpu", workers=1)
+    try:
+        src = (CANDIDATES / "softmax_good.py").read_text().replace(
+            "        return softmax(x)", "        import os\n        os._exit(3)")
+        j = d.submit(spec(), Candidate.from_source(src, "exits")).result(timeout=300)
+        assert j.evaluation.verdict in (Verdict.CRASH, Verdict.REJECTED) and d.lost == 0
+    finally:
+        d.close()
