@@ -61,11 +61,11 @@ def test_combine_ranks_by_every_type_and_names_the_type_that_failed():
 def test_two_local_workers_judge_two_candidates_at_once_and_both_are_correct():
     d = local_executor(SETTINGS, "cpu", workers=2)
     try:
-        assert d.slots == 2 and isinstance(d.groups[""][1], ProcessSlot)
+        assert d.slots == 2 and all(isinstance(s, ProcessSlot) for s in d.groups[""])
         s = spec()
         futs = [d.submit(s, slow(0.3)), d.submit(s, slow(0.3))]
         busy = wait_busy(d, 2)
-        assert set(busy) == {"local-0", "local-1"}
+        assert set(busy) == {"local-0", "local-1"}  # a worker per core: both judge at once
         results = [f.result(timeout=300) for f in futs]
         assert all(r.evaluation.ok for r in results), [r.evaluation.reason for r in results]
         assert sorted(r.workers[0] for r in results) == ["local-0", "local-1"]
