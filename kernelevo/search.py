@@ -287,7 +287,9 @@ class Search:
         pending: deque[StoredCandidate] = deque(self.store.candidates("pending"))
         calls: dict[Future[Proposal], Plan] = {}
         evaluating: dict[Future[Judgement], tuple[StoredCandidate, float]] = {}
-        slots = max(1, int(self.executor.slots))
+        slots = max(1, int(self.executor.slots))  # candidates in flight (compiling ahead included)
+        workers = max(1, int(getattr(self.executor, "workers", slots)))
+        busy_before = getattr(self.executor, "busy_s", None)
         busy_s = 0.0
         stop: str | None = None
         models_failed = False
@@ -362,13 +364,15 @@ class Search:
                 self._drain(calls)
                 break
         elapsed = time.monotonic() - start
+        if busy_before is not None:  # the workers' own clock: queueing and compiling ahead are not judging
+            busy_s = self.executor.busy_s - busy_before
         best = self.strategy.best
         return Summary(
             self.store.count_done(), self.s.budget, stop or "done", best[0] if best else None,
             best[1] if best else None, self.store.cost_usd(), self.strategy.coverage, self.store.verdict_counts(),
-            round(elapsed, 3), round(max(0.0, 1 - busy_s / (elapsed * slots)), 4) if elapsed > 0 else 0.0,
+            round(elapsed, 3), round(max(0.0, 1 - busy_s / (elapsed * workers)), 4) if elapsed > 0 else 0.0,
             round(1000 * self._controller_s / max(1, self._proposals), 3), self._proposals, models_failed,
-            workers=slots, lost_workers=int(getattr(self.executor, "lost", 0)),
+            workers=workers, lost_workers=int(getattr(self.executor, "lost", 0)),
         )
 
     def _drain(self, calls: dict[Future[Proposal], Plan]) -> None:

@@ -83,6 +83,8 @@ class ExecSettings:
     address: str = ""  # the Ray cluster ("auto", "ray://head:10001"); "": start a local one
     gpu_types: str = ""  # comma-separated Ray accelerator types: every candidate is judged on each
     max_retries: int = 3  # workers that may die under one candidate before it is recorded as a crash
+    # Local GPUs: static checks and Triton compiles on the CPU ahead of the GPU (kernelevo.evaluate.warm)
+    compile_ahead: bool = True
 
     @property
     def types(self) -> tuple[str, ...]:

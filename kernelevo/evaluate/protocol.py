@@ -100,6 +100,14 @@ class Time:
 
 
 @dataclass(frozen=True)
+class Warm:
+    """Compile, don't judge: build and call ``ModelNew`` on meta tensors of each size's shapes
+    with Triton launches compiling instead of running (kernelevo.evaluate.warm)."""
+
+    sizes: tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...]
+
+
+@dataclass(frozen=True)
 class Bye:
     pass
 
@@ -115,6 +123,15 @@ class Ready:
     kernels: tuple[str, ...] = ()
     configs: int = 1
     note: str = ""
+
+
+@dataclass(frozen=True)
+class WarmedUp:
+    """The launches a Warm compiled, and the sizes it could not run."""
+
+    kernels: tuple[str, ...]
+    skipped: tuple[str, ...]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -179,7 +196,7 @@ class Timed:
 
 MESSAGES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Setup, Construct, Load, Call, Recheck, Release, GetState, Time, Bye,
+    for cls in (Setup, Construct, Load, Call, Recheck, Release, GetState, Time, Warm, Bye, WarmedUp,
                 Ready, Done, Failed, Output, Outputs, State, Timed)
 }
 

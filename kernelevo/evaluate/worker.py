@@ -28,6 +28,7 @@ from kernelevo.candidate import detect_language
 from kernelevo.evaluate import confine, interpreter, landlock, launches, poison
 from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.timing import Clock, Samples, synchronize, time_cpu, time_device
+from kernelevo.evaluate.warm import warm_sizes
 from kernelevo.problem import flatten_outputs, load_problem
 from kernelevo.profile.gpu import merge_samples
 from kernelevo.profile.triton_meta import compiled_kernels, cupy_kernels
@@ -156,6 +157,13 @@ class _Model:
         self.model = self.model.to(self.device)
         if self.meter is None:
             self.models[msg.size] = self.model
+
+    def warm(self, msg: P.Warm) -> P.WarmedUp:
+        _progress(self.job_dir, "compiling ahead")
+        self._begin(float("inf"))
+        w = warm_sizes(self.cls, msg.sizes, os.environ.get("TRITON_INTERPRET") == "1",
+                       lambda e: describe(e, self.candidate)[1])
+        return P.WarmedUp(w.kernels, w.skipped, w.seconds)
 
     def load(self, msg: P.Load) -> None:
         try:
@@ -478,6 +486,8 @@ def _loop(chan: P.Channel, model: _Model, problem: Any) -> int:
                 chan.send(model.get_state())
             elif isinstance(msg, P.Time):
                 chan.send(model.time(msg))
+            elif isinstance(msg, P.Warm):
+                chan.send(model.warm(msg))
             else:
                 raise Failure("crash", f"the worker got a message it does not serve ({type(msg).__name__})")
         except Failure as f:

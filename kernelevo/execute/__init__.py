@@ -32,4 +32,4 @@ def make(settings: Settings, device: str) -> Executor:
         raise ValueError("--gpu-types needs --executor ray: a machine has one kind of GPU")
     from kernelevo.execute.local import local_executor
 
-    return local_executor(settings.eval, device, x.workers, x.max_retries)
+    return local_executor(settings.eval, device, x.workers, x.max_retries, x.compile_ahead)

@@ -88,6 +88,7 @@ class Judgement:
     workers: tuple[str, ...]
     gpu_keys: tuple[str, ...]  # the judging GPUs' fingerprint keys, per type
     attempts: int  # evaluations started: more than the types when a worker died mid-way
+    warmed: Any = None  # kernelevo.evaluate.warm.Warmed: what was compiled ahead of the GPU
 
 
 class Slot(Protocol):

@@ -143,7 +143,8 @@ def default_workers(device: str) -> int:
     return max(1, min(os.cpu_count() or 1, MAX_CPU_WORKERS))
 
 
-def local_executor(settings: EvalSettings, device: str, workers: int = 0, max_retries: int = 3) -> Dispatcher:
+def local_executor(settings: EvalSettings, device: str, workers: int = 0, max_retries: int = 3,
+                   compile_ahead: bool = True) -> Dispatcher:
     """``workers`` evaluation workers on this machine (0: one per GPU, or per core up to 8 on a CPU).
     On a GPU machine more workers than GPUs are refused: two timed evaluations on one GPU would
     time each other."""
@@ -158,7 +159,14 @@ def local_executor(settings: EvalSettings, device: str, workers: int = 0, max_re
     slots: list[Any] = [ThreadSlot(settings)] if n == 1 else [
         ProcessSlot(settings, f"local-{i}", {**threads, **({"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else {})})
         for i in range(n)]
-    return Dispatcher({"": slots}, max_retries, "local")
+    prepare: list[Any] = []
+    if device == "cuda" and compile_ahead:  # on a CPU nothing compiles: the interpreter runs the Python
+        from kernelevo.execute.prepare import PrepareSlot
+
+        # ptxas is single-threaded; a compile slot per 4 cores (at most one per GPU) keeps up with the GPUs.
+        k = min(n, max(1, (os.cpu_count() or 1) // 4))
+        prepare = [PrepareSlot(settings, f"prepare-{i}") for i in range(k)]
+    return Dispatcher({"": slots}, max_retries, "local", prepare)
 
 
 def wait_started(executor: Dispatcher, timeout: float = START_TIMEOUT_S) -> None:

@@ -1,0 +1,63 @@
+"""The stage before the GPU: static checks and compiling ahead, on the driver's CPU.
+
+A candidate the static checks refuse is recorded without taking a GPU; every other one is
+compiled (kernelevo.evaluate.warm) by a confined worker that launches nothing, while the GPUs
+judge earlier candidates, so a timed worker's first launch finds its kernels in Triton's cache.
+Local GPUs only: a Ray node keeps its own cache, so there the compile happens where it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kernelevo.candidate import Candidate
+from kernelevo.evaluate.verdict import Evaluation
+from kernelevo.execute.base import ProblemSpec
+from kernelevo.settings import EvalSettings
+
+
+class PrepareSlot:
+    """One compile-ahead worker: a zygote of its own, rebuilt when the problem changes (a suite)."""
+
+    def __init__(self, settings: EvalSettings, name: str = "prepare-0"):
+        self.settings, self.name = settings, name
+        self._key: Any = None
+        self._warmer: Any = None  # kernelevo.evaluate.warm.Warmer
+        self._scratch: Any = None
+        self.warmed: list[Any] = []  # Warmed, per candidate (the benchmarks and tests read them)
+
+    def check(self, candidate: Candidate) -> Evaluation | None:
+        """The static checks' verdict, when they refuse it."""
+        from kernelevo.evaluate.static import check_source
+
+        st = check_source(candidate.source)
+        if st.verdict is None:
+            return None
+        return Evaluation(candidate.name, st.verdict, st.reason, "")
+
+    def warm(self, spec: ProblemSpec, candidate: Candidate) -> Any:
+        if self._key != spec.key:
+            import tempfile
+            from pathlib import Path
+
+            from kernelevo.evaluate.warm import Warmer
+            from kernelevo.problem import load_problem
+
+            self.close()
+            self._scratch = Path(tempfile.mkdtemp(prefix="kernelevo-prepare-"))
+            problem = load_problem(spec.local_path(self._scratch), dict(spec.overrides), device=spec.device)
+            self._warmer = Warmer(problem, spec.device, self.settings.allow_tf32)
+            self._key = spec.key
+        w = self._warmer.warm(candidate.source)
+        self.warmed.append(w)
+        return w
+
+    def close(self) -> None:
+        if self._warmer is not None:
+            self._warmer.close()
+            self._warmer, self._key = None, None
+        if self._scratch is not None:
+            import shutil
+
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
