@@ -175,3 +175,98 @@ def test_bad_execution_options_are_one_line_errors(tmp_path: Path):
                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert out.returncode == 2 and message in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- compiling ahead ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def softmax_warmer():
+    from kernelevo.evaluate.warm import Warmer
+
+    w = Warmer(load_problem(ROOT / "kernels" / "softmax" / "problem.py"), "cpu")
+    yield w
+    w.close()
+
+
+def test_compiling_ahead_reaches_every_launch_of_every_size_without_running_one(softmax_warmer):
+    w = softmax_warmer.warm((CANDIDATES / "softmax_good.py").read_text())
+    # CPU_SIZES' rows are 33, 1000 and 4097 wide: one launch each, BLOCK the next power of two
+    assert w.kernels == ("_softmax_kernel[BLOCK=64]", "_softmax_kernel[BLOCK=1024]", "_softmax_kernel[BLOCK=8192]")
+    assert w.skipped == ()
+
+
+def test_a_forward_that_cannot_run_on_meta_tensors_is_not_warmed_and_gets_no_verdict(softmax_warmer):
+    src = ("import torch\n\nclass ModelNew(torch.nn.Module):\n    def forward(self, x):\n"
+           "        return x * x.sum().item()\n")
+    w = softmax_warmer.warm(src)
+    assert w.kernels == () and len(w.skipped) == 3 and "item() cannot be called on meta tensors" in w.skipped[0]
+    assert softmax_warmer.warm("raise SystemExit(3)\n").skipped[0].startswith("not warmed:")
+
+
+def test_an_autotuned_kernel_compiles_every_config_ahead():
+    from kernelevo.evaluate.warm import Warmer
+
+    w = Warmer(load_problem(PROBLEMS / "mean_small.py"), "cpu")
+    try:
+        got = w.warm((CANDIDATES / "honest" / "mean_small__autotune_heuristics.py").read_text())
+    finally:
+        w.close()
+    blocks = {k.split("BLOCK_SIZE=")[1].split(",")[0].rstrip("]") for k in got.kernels}
+    assert blocks == {"64", "128", "256", "512", "1024", "2048"}, got
+
+
+class _Recording:
+    """A slot that records what reached it (a GPU worker stand-in)."""
+
+    name = "gpu-0"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def info(self, spec):  # noqa: ANN001
+        raise NotImplementedError
+
+    def evaluate(self, spec, candidate):  # noqa: ANN001
+        from kernelevo.execute.base import HostResult
+
+        self.seen.append(candidate.name)
+        return HostResult(Evaluation(candidate.name, Verdict.CORRECT, "", "cuda"), self.name, "gpu")
+
+    def restart(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_prepare_stage_refuses_statically_and_compiles_the_rest_before_a_worker_sees_them():
+    from kernelevo.execute.prepare import PrepareSlot
+
+    gpu = _Recording()
+    prep = PrepareSlot(SETTINGS)
+    d = Dispatcher({"": [gpu]}, prepare=[prep])
+    try:
+        assert d.slots == 2 and d.workers == 1
+        s = ProblemSpec.of(load_problem(ROOT / "kernels" / "softmax" / "problem.py"), "cpu")
+        good = d.submit(s, Candidate.from_file(CANDIDATES / "softmax_good.py")).result(timeout=300)
+        bad = d.submit(s, Candidate.from_source("import torch\nclass ModelNew(torch.nn.Module):\n"
+                                                "    def forward(self, x:\n", "syntax")).result(timeout=300)
+        assert good.evaluation.ok and good.warmed is not None and len(good.warmed.kernels) == 3
+        assert bad.evaluation.verdict is Verdict.COMPILE_ERROR and bad.attempts == 0
+        assert gpu.seen == [str(CANDIDATES / "softmax_good.py")]  # the refused one never took the GPU
+    finally:
+        d.close()
+
+
+@pytest.mark.gpu
+def test_compiling_ahead_on_a_gpu_puts_the_kernels_in_tritons_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from kernelevo.evaluate.warm import Warmer
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "cache"))
+    w = Warmer(load_problem(ROOT / "kernels" / "softmax" / "problem.py", device="cuda"), "cuda")
+    try:
+        got = w.warm((CANDIDATES / "softmax_good.py").read_text())
+    finally:
+        w.close()
+    assert len(got.kernels) == 3 and got.skipped == ()
+    assert len(list((tmp_path / "cache").rglob("_softmax_kernel.cubin"))) == 3
