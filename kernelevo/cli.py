@@ -475,18 +475,19 @@ def export(
     out: Annotated[Path | None, typer.Option(help="export folder (default kernels/<op>)", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="tracebacks for bad input")] = False,
 ) -> None:
-    """Write the run's best kernel and per-size champions for the GPU type they were measured on, with a manifest."""
-    from kernelevo.deploy.export import ExportError, export_run
+    """Write the run's best kernel and per-size champions for each GPU type they were measured on, with a manifest."""
+    from kernelevo.deploy.export import ExportError, export_all
     from kernelevo.store import StoreError
 
     try:
-        target, manifest = export_run(db, out)
+        exported = export_all(db, out)
     except (ExportError, StoreError) as e:
         _fail(str(e), debug)
-    what = "correctness only (a CPU run: no speed known)" if manifest.correctness_only else \
-        f"best {manifest.best.speedup:.3g}x" if manifest.best.speedup else "best"
-    typer.echo(f"exported #{manifest.best.candidate} ({what}) and {len(manifest.champions)} per-size champions to "
-               f"{target}")
+    for target, manifest in exported:  # one per GPU type the run was judged on
+        what = "correctness only (a CPU run: no speed known)" if manifest.correctness_only else \
+            f"best {manifest.best.speedup:.3g}x" if manifest.best.speedup else "best"
+        typer.echo(f"exported #{manifest.best.candidate} ({what}) and {len(manifest.champions)} per-size champions "
+                   f"to {target}")
 
 
 @app.command()

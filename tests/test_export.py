@@ -92,3 +92,55 @@ def test_export_on_the_command_line(cpu_run: Path, tmp_path: Path) -> None:
     assert str(tmp_path / "k" / "cpu") in r.stdout
     r = run(str(tmp_path / "nope.db"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such run database" in r.stderr
+
+
+def _judged_on_two_types(cpu_run: Path, dst: Path, speed: dict[str, dict[int, float]]) -> Path:
+    """The CPU run as if each candidate had been judged on two GPU types with ``speed[type][id]``."""
+    import dataclasses
+    import shutil
+    import sqlite3
+
+    from kernelevo.candidate import Candidate
+    from kernelevo.store import Store
+
+    shutil.copy(cpu_run, dst)
+    with Store(dst) as st:
+        st.set_meta({"device": "cuda", "gpu_types": list(speed)})
+        first = next(c for c in st.candidates() if c.verdict == "correct")
+        assert first.evaluation is not None
+        other = first.source.replace("import torch", "import torch  # another kernel", 1)
+        cid = st.add_candidate(Candidate(other, "other"), "llm", source_digest(other))
+        st.record_evaluation(cid, first.evaluation, None, {})
+        cands = {c.id: c for c in st.candidates() if c.verdict == "correct"}
+        assert len(cands) >= 2
+    rows = []
+    for t, per in speed.items():
+        for cid, x in per.items():
+            ev = cands[cid].evaluation
+            assert ev is not None
+            sizes = tuple(dataclasses.replace(s, speedup=x, latency_ms=1.0 / x, reference_ms=1.0) for s in ev.sizes)
+            ev = dataclasses.replace(ev, device="cuda", timing="cuda-events", sizes=sizes, speedup=x)
+            d = ev.to_json()
+            d.pop("log", None)
+            rows.append((cid, t, f"ray:{t}", f"gpu-{t.lower()}", json.dumps(d)))
+    with sqlite3.connect(dst) as db:
+        db.executemany("INSERT INTO per_type VALUES (?, ?, ?, ?, ?)", rows)
+    return dst
+
+
+def test_a_run_judged_on_two_gpu_types_exports_each_types_own_winner(cpu_run: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from kernelevo.deploy.export import export_all
+
+    with sqlite3.connect(cpu_run) as con:
+        first = con.execute("SELECT MIN(id) FROM candidates WHERE verdict='correct'").fetchone()[0]
+        last = con.execute("SELECT MAX(id) FROM candidates").fetchone()[0] + 1  # the one added below
+    db = _judged_on_two_types(cpu_run, tmp_path / "typed.db", {"H100": {first: 1.2, last: 2.0},
+                                                                 "A100": {first: 1.5, last: 0.9}})
+    out = export_all(db, tmp_path / "softmax")
+    got = {m.gpu_key: (target.name, m.best.candidate, m.best.speedup, m.run["gpu_type"]) for target, m in out}
+    assert got == {"gpu-h100": ("gpu-h100", last, 2.0, "H100"), "gpu-a100": ("gpu-a100", first, 1.5, "A100")}
+    for target, m in out:
+        data = json.loads((target / "manifest.json").read_text())
+        assert [s["speedup"] for s in data["sizes"]] == [m.best.speedup] * len(data["sizes"])

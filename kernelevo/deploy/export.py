@@ -109,10 +109,50 @@ def _run_id(db: Path, meta: dict[str, Any]) -> str:
 
 
 def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
-    """Write the run's best kernel and per-size champions under ``out`` (default ``kernels/<op>``)."""
+    """Write the run's best kernel and per-size champions under ``out`` (default ``kernels/<op>``);
+    a run judged on several GPU types exports each (:func:`export_all`) and returns the first."""
+    return export_all(db, out)[0]
+
+
+def _as_judged_on(cands: list[StoredCandidate], per_type: dict[int, dict[str, tuple[str, Any]]],
+                  gpu_type: str) -> tuple[list[StoredCandidate], str | None]:
+    """The run's candidates as one GPU type judged them (its verdicts and speedups), and that
+    type's GPU key. A candidate that type never judged (a static refusal) keeps its own verdict."""
+    from dataclasses import replace
+
+    key = None
+    out = []
+    for c in cands:
+        mine = per_type.get(c.id, {}).get(gpu_type)
+        if mine is None:
+            out.append(c if c.verdict != "correct" else replace(c, verdict="unjudged"))
+            continue
+        key, ev = mine
+        out.append(replace(c, verdict=ev.verdict.value, reason=ev.reason, speedup=ev.speedup, evaluation=ev))
+    return out, key
+
+
+def export_all(db: Path, out: Path | None = None) -> list[tuple[Path, Manifest]]:
+    """One export per GPU type the run was judged on (``--gpu-types``), each under its GPU key and
+    ranked by that type's own speedups: the fastest kernel on an H100 need not be the A100's."""
     with Store(db, readonly=True) as store:
         meta = store.meta()
         cands = store.candidates()
+        per_type = store.per_type()
+    types = list(meta.get("gpu_types") or [])
+    if not types:
+        return [_export(db, out, meta, cands, str(meta.get("gpu_key") or meta.get("device") or "unknown"))]
+    done = []
+    for t in types:
+        judged, key = _as_judged_on(cands, per_type, t)
+        if key is None:
+            raise ExportError(f"{db}: no candidate was judged on GPU type {t}")
+        done.append(_export(db, out, {**meta, "gpu_type": t}, judged, key))
+    return done
+
+
+def _export(db: Path, out: Path | None, meta: dict[str, Any], cands: list[StoredCandidate],
+            gpu_key: str) -> tuple[Path, Manifest]:
     op = meta.get("problem")
     problem_path = Path(meta.get("problem_path", ""))
     if not op or not problem_path.name:
@@ -125,7 +165,6 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
     if source_digest(problem_source)[:16] != meta.get("problem_digest"):  # Problem.digest
         raise ExportError(f"{problem_path}: changed since the run verified its kernels against it; run "
                           "optimize again (or check the kernels) before exporting")
-    gpu_key = str(meta.get("gpu_key") or meta.get("device") or "unknown")
     measured = meta.get("device") == "cuda"
     best = _best(cands, measured)
     assert best.evaluation is not None
@@ -168,6 +207,7 @@ def export_run(db: Path, out: Path | None = None) -> tuple[Path, Manifest]:
         atol=atol, rtol=rtol, sizes=sizes, best=best_entry, champions=champion_entries,
         mode_independent=_mode_independent(_problem(problem_path, meta.get("overrides") or {}, False)),
         versions=meta.get("versions") or {}, run={"id": _run_id(db, meta), "db": str(db.resolve()),
+                                                   "gpu_type": meta.get("gpu_type"),
                                                    "created": meta.get("created"),
                                                    "exported": time.time(), "kernelevo": meta.get("kernelevo")},
     )
