@@ -270,3 +270,12 @@ def test_compiling_ahead_on_a_gpu_puts_the_kernels_in_tritons_cache(tmp_path: Pa
         w.close()
     assert len(got.kernels) == 3 and got.skipped == ()
     assert len(list((tmp_path / "cache").rglob("_softmax_kernel.cubin"))) == 3
+
+
+def test_ray_executor_without_ray_installed_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch):
+    from kernelevo import execute
+    from kernelevo.settings import Settings
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a core install without the [ray] extra looks like
+    with pytest.raises(ValueError, match=r"--executor ray needs Ray: pip install 'kernelevo\[ray\]'"):
+        execute.make(Settings().updated({"execute": {"executor": "ray"}}), "cpu")
