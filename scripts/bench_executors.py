@@ -14,6 +14,10 @@ the gain measures the executor's overlap, not a GPU's throughput.
 
     python scripts/bench_executors.py                    # budget 24, 1 s replies, 2 repeats
     python scripts/bench_executors.py --configs local-1,local-2 --budget 40
+    python scripts/bench_executors.py --device cuda     # on a GPU: busy fraction, candidates per GPU-minute
+
+On a GPU the variants differ inside the kernel's body, so Triton compiles each one afresh: the
+``gpu`` and ``gpu-no-ahead`` rows show what compiling ahead on the CPU buys.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ CONFIGS = {
     "local-1": {"executor": "local", "workers": 1},
     "local-2": {"executor": "local", "workers": 2},
     "ray-2": {"executor": "ray", "workers": 2},
+    # --device cuda: every visible GPU, with and without compiling ahead on the CPU
+    "gpu": {"executor": "local", "workers": 0, "compile_ahead": True},
+    "gpu-no-ahead": {"executor": "local", "workers": 0, "compile_ahead": False},
 }
 
 
@@ -49,7 +56,7 @@ def rate(db: Path, skip: int) -> tuple[float, int]:
     return 60.0 * (len(times) - 1) / (times[-1] - times[0]), len(times)
 
 
-def one(config: str, problem: Path, seed: str, url: str, budget: int, out: Path) -> dict[str, Any]:
+def one(config: str, problem: Path, seed: str, url: str, budget: int, out: Path, device: str) -> dict[str, Any]:
     from kernelevo.problem import load_problem
     from kernelevo.run import open_run
     from kernelevo.settings import Settings
@@ -62,9 +69,10 @@ def one(config: str, problem: Path, seed: str, url: str, budget: int, out: Path)
     })
     db = out / f"{config}-{time.monotonic_ns()}.db"
     t0 = time.monotonic()
-    with open_run(load_problem(problem), "cpu", s, db, seed, "seed.py") as run:
+    with open_run(load_problem(problem, device=device), device, s, db, seed, "seed.py") as run:
         summary = run.search()
-    return {"db": db, "wall": time.monotonic() - t0, "idle": summary.evaluator_idle, "n": summary.evaluated}
+    return {"db": db, "wall": time.monotonic() - t0, "idle": summary.evaluator_idle, "n": summary.evaluated,
+            "workers": summary.workers}
 
 
 def main() -> None:
@@ -74,9 +82,12 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=1.0, help="seconds the scripted model takes per reply")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip", type=int, default=3, help="evaluations left out of the rate (start-up)")
-    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--configs", default=None, help="default: local-1,local-2,ray-2 (cpu) or gpu,gpu-no-ahead")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = ap.parse_args()
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    if args.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    args.configs = args.configs or ("local-1,local-2,ray-2" if args.device == "cpu" else "gpu,gpu-no-ahead")
     from tests.llm_server import ScriptedServer, fenced
     from tests.test_search import GOOD, variant
 
@@ -93,13 +104,15 @@ def main() -> None:
 
     results: dict[str, list[float]] = {c: [] for c in configs}
     idle: dict[str, list[float]] = {c: [] for c in configs}
+    gpus: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp, ScriptedServer(script, delay_s=args.delay) as srv:
         for r in range(args.repeats):
             for c in configs if r % 2 == 0 else reversed(configs):
-                res = one(c, ROOT / args.problem, GOOD, srv.url, args.budget, Path(tmp))
+                res = one(c, ROOT / args.problem, GOOD, srv.url, args.budget, Path(tmp), args.device)
                 per_min, n = rate(res["db"], args.skip)
                 results[c].append(per_min)
                 idle[c].append(res["idle"])
+                gpus[c] = res["workers"]
                 print(f"{c:8s} repeat {r}: {per_min:6.1f} evaluations/min over {n} evaluations, "
                       f"workers {1 - res['idle']:.0%} busy, wall {res['wall']:.1f} s", flush=True)
     import torch
@@ -110,11 +123,12 @@ def main() -> None:
           + (f", ray {sys.modules['ray'].__version__}" if "ray" in sys.modules else ""))
     print(f"command: python scripts/bench_executors.py {' '.join(sys.argv[1:])}")
     base = statistics.median(results[configs[0]]) if results[configs[0]] else 0.0
-    print("\n| configuration | evaluations/min (median) | runs | vs " + configs[0] + " | workers busy |")
-    print("|---|---|---|---|---|")
+    per = "per GPU-minute" if args.device == "cuda" else "per worker-minute"
+    print(f"\n| configuration | workers | evaluations/min (median) | runs | {per} | vs {configs[0]} | workers busy |")
+    print("|---|---|---|---|---|---|---|")
     for c in configs:
         m = statistics.median(results[c])
-        print(f"| {c} | {m:.1f} | {', '.join(f'{x:.1f}' for x in results[c])} | "
+        print(f"| {c} | {gpus[c]} | {m:.1f} | {', '.join(f'{x:.1f}' for x in results[c])} | {m / gpus[c]:.1f} | "
               f"{m / base - 1:+.0%} | {1 - statistics.median(idle[c]):.0%} |")
 
 
