@@ -279,3 +279,40 @@ def test_ray_executor_without_ray_installed_is_a_one_line_error(monkeypatch: pyt
     monkeypatch.setitem(sys.modules, "ray", None)  # what a core install without the [ray] extra looks like
     with pytest.raises(ValueError, match=r"--executor ray needs Ray: pip install 'kernelevo\[ray\]'"):
         execute.make(Settings().updated({"execute": {"executor": "ray"}}), "cpu")
+
+
+def test_a_killed_driver_leaves_no_worker_behind(tmp_path: Path):
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from tests.test_execute import SETTINGS, slow, spec, wait_busy
+from kernelevo.execute.local import local_executor
+d = local_executor(SETTINGS, "cpu", workers=2)
+d.submit(spec(), slow(0.5)); d.submit(spec(), slow(0.5))
+wait_busy(d, 2)
+while any(s.pid is None for s in d.groups[""]):
+    time.sleep(0.05)
+time.sleep(1.0)
+print(" ".join(str(s.pid) for s in d.groups[""]), flush=True)
+time.sleep(600)
+"""
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert driver.stdout is not None
+    pids = [int(p) for p in driver.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    driver.kill()
+    driver.wait()
+    # gone at once, not when the evaluation under way ends (~20 s of sleeping forwards) and the pipe is read
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

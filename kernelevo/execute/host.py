@@ -80,6 +80,7 @@ def serve(conn: Connection, settings: EvalSettings, name: str, env: dict[str, st
     """A spawned worker process: ``env`` (the GPU it owns) is set before torch is imported; then it
     answers ("info" | "evaluate", spec, candidate) requests until the pipe closes. The driver dying
     closes the pipe, so an orphaned worker exits instead of holding its GPU."""
+    _die_with_parent()
     os.environ.update(env)
     host = Host(settings, name)
     try:
@@ -102,3 +103,15 @@ def serve(conn: Connection, settings: EvalSettings, name: str, env: dict[str, st
 
 def node_name() -> str:
     return socket.gethostname()
+
+
+def _die_with_parent() -> None:
+    """Linux: killed when the driver dies, so a SIGKILLed run leaves no worker holding a GPU (its
+    zygote then sees its socket close and kills the candidate it was judging)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pipe's EOF still ends the worker
+        pass
