@@ -316,3 +316,45 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.gpu
+def test_compiling_ahead_builds_cupy_kernels_with_nvrtc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("cupy")
+    from kernelevo.evaluate.warm import Warmer
+    from tests.test_gpu import CUPY_SOFTMAX
+
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "cupy"))
+    w = Warmer(load_problem(PROBLEMS / "softmax_small.py", device="cuda"), "cuda")
+    try:
+        got = w.warm(CUPY_SOFTMAX)
+    finally:
+        w.close()
+    assert "cupy:softmax_rows" in got.kernels, got
+    assert any((tmp_path / "cupy").rglob("*")), "nothing in CuPy's kernel cache"
+
+
+def test_cupy_kernels_held_by_the_module_or_the_model_are_compiled_once(monkeypatch: pytest.MonkeyPatch):
+    import types
+
+    from kernelevo.evaluate import warm
+
+    compiled: list[str] = []
+
+    class RawKernel:  # CuPy's shape: a name, and compile() running NVRTC
+        def __init__(self, name: str, fails: bool = False):
+            self.name, self.fails = name, fails
+
+        def compile(self) -> None:
+            if self.fails:
+                raise RuntimeError("nvrtc: error: identifier 'x' is undefined")
+            compiled.append(self.name)
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(RawKernel=RawKernel))
+    module = types.SimpleNamespace(_k=RawKernel("a"), other=3)
+    model = types.SimpleNamespace(k=RawKernel("b"), again=module._k, bad=RawKernel("c", fails=True))
+    kernels: list[str] = []
+    skipped: list[str] = []
+    warm._compile_cupy([module, model], kernels, skipped, str)
+    assert compiled == ["a", "b"] and kernels == ["cupy:a", "cupy:b"]
+    assert skipped == ["cupy:c: nvrtc: error: identifier 'x' is undefined"]

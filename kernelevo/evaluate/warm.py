@@ -10,6 +10,10 @@ autotuned kernel compiling all its configs. The binaries land in Triton's on-dis
 the timed worker's first launch finds them. A meta tensor's ``data_ptr()`` is 0, aligned like
 the caching allocator's blocks, so the specialisation matches the real launch's.
 
+CUDA C++ is compiled the same way: ``load_inline`` builds at import (the warming worker's import
+fills the extensions folder), and every CuPy ``RawKernel``/``RawModule`` the module or the model
+holds is compiled with NVRTC (``.compile()``) into CuPy's on-disk kernel cache.
+
 Nothing here is a verdict: a forward that cannot run on meta tensors (``.item()``, host reads)
 is simply not warmed, and compiles when judged, as it would have anyway. Under Triton's
 interpreter nothing compiles; the launches are recorded, which is what the CPU tests check.
@@ -85,22 +89,57 @@ def compile_only(interpreted: bool) -> Iterator[list[str]]:
             setattr(cls, name, fn)
 
 
+def _cupy_kernels(*holders: Any) -> list[tuple[str, Any]]:
+    """CuPy RawKernel / RawModule objects held by the candidate's module or its model."""
+    import sys
+
+    cp = sys.modules.get("cupy")
+    if cp is None:
+        return []
+    kinds = tuple(k for k in (getattr(cp, "RawKernel", None), getattr(cp, "RawModule", None)) if k is not None)
+    found: dict[int, tuple[str, Any]] = {}
+    for h in holders:
+        values = vars(h).values() if hasattr(h, "__dict__") else ()
+        for v in values:
+            if kinds and isinstance(v, kinds):
+                found[id(v)] = (str(getattr(v, "name", None) or type(v).__name__), v)
+    return list(found.values())
+
+
+def _compile_cupy(holders: list[Any], kernels: list[str], skipped: list[str], describe: Any) -> None:
+    for name, k in _cupy_kernels(*holders):
+        label = f"cupy:{name}"
+        if label in kernels:
+            continue
+        try:
+            k.compile()  # NVRTC, into CuPy's kernel cache, without a launch
+            kernels.append(label)
+        except Exception as e:  # compiled (and reported) when judged instead
+            skipped.append(f"{label}: {describe(e)}")
+
+
 def warm_sizes(cls: type, sizes: tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...], interpreted: bool,
                describe: Any) -> Warmed:
     """``ModelNew`` built and called on meta tensors for each (init inputs, inputs)."""
+    import sys
+
     start = time.monotonic()
     kernels: list[str] = []
     skipped: list[str] = []
+    holders: list[Any] = [sys.modules.get(cls.__module__)]
     for i, (init, inputs) in enumerate(sizes):
         try:
             with torch.device("meta"), compile_only(interpreted) as seen:
                 model = cls(*init)
+                holders.append(model)
                 model(*inputs)
             kernels += [k for k in seen if k not in kernels]
         except BaseException as e:  # noqa: BLE001 - anything a forward does on meta tensors: not warmed
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
             skipped.append(f"size {i}: {describe(e)}")
+    if not interpreted:
+        _compile_cupy([h for h in holders if h is not None], kernels, skipped, describe)
     return Warmed(tuple(kernels), tuple(skipped), round(time.monotonic() - start, 3))
 
 
