@@ -55,6 +55,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_worker_by_default():
+    """Runs in tests judge with one worker unless a test asks for more (tests/test_execute.py,
+    tests/test_ray.py): evaluations then come in the order of proposals, which the resume and
+    strategy tests check exactly, and no test pays for spawning workers it does not test."""
+    import kernelevo.execute.local as local
+
+    saved = local.default_workers
+    local.default_workers = lambda device: 1 if device == "cpu" else saved(device)
+    yield
+    local.default_workers = saved
+
+
 @pytest.fixture(scope="session")
 def evaluators():
     """One evaluator per test problem, shared by the session (each owns a warm zygote)."""

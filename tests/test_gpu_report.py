@@ -151,6 +151,6 @@ def test_verify_gpu_runs_every_step_and_lists_the_failures(tmp_path) -> None:
                        capture_output=True, text=True, timeout=60)
     calls = log.read_text().splitlines()
     assert [c.split()[1] if c.startswith("-m") else c.split()[0] for c in calls] == \
-        ["pytest", "kernelevo", "scripts/bench_gpu.py"]
-    assert calls[-1].endswith("--ops softmax")
+        ["pytest", "kernelevo", "scripts/bench_gpu.py", "scripts/bench_executors.py"]
+    assert calls[-2].endswith("--ops softmax") and calls[-1].endswith("--device cuda --budget 30")
     assert p.returncode == 1 and "1 step(s) failed: gpu tests" in p.stdout

@@ -167,6 +167,8 @@ def test_offline_tuner_finds_correct_variants_of_the_seed(tmp_path: Path) -> Non
 
 
 def kernelevo(*args: str, drop_env: tuple[str, ...] = (), **kw) -> subprocess.Popen:
+    if args[:1] == ("optimize",) and "--workers" not in args and "--help" not in args:
+        args = (*args, "--workers", "1")  # the tests' one worker (conftest: one_worker_by_default)
     env = {k: v for k, v in os.environ.items() if k not in drop_env}
     env.update({"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)})
     return subprocess.Popen([sys.executable, "-m", "kernelevo", *args], stdout=subprocess.PIPE,
