@@ -408,6 +408,16 @@ class Store:
         return {r[0]: r[1] for r in self._db.execute(
             "SELECT verdict, COUNT(*) FROM candidates WHERE status = 'done' GROUP BY verdict")}
 
+    def judged_times(self) -> dict[int, float]:
+        """Candidate id -> when it was judged (epoch seconds), for every judged candidate."""
+        return {int(r[0]): float(r[1]) for r in self._db.execute(
+            "SELECT id, evaluated FROM candidates WHERE status = 'done' AND evaluated IS NOT NULL")}
+
+    def call_times(self) -> list[tuple[float, float]]:
+        """(when made, dollars) of every model call, preflight and failed ones included, oldest first."""
+        return [(float(r[0]), float(r[1])) for r in self._db.execute(
+            "SELECT created, cost_usd FROM llm_calls ORDER BY created, id")]
+
     def candidate_cost(self, cid: int) -> float:
         """Dollars of the model call that wrote candidate ``cid`` (0 for the seed and tuner moves)."""
         row = self._db.execute("SELECT l.cost_usd FROM candidates c JOIN llm_calls l ON l.id = c.call_id "

@@ -218,6 +218,72 @@ def write_gpu_like_run(db: Path) -> Path:
     return db
 
 
+GPU_TYPES = {"H100": "nvidia-h100-80gb-hbm3-sm90-132sm-80gib", "A100": "nvidia-a100-sxm4-80gb-sm80-108sm-80gib"}
+CPU_TYPES = {"typeA": "cpu-typea", "typeB": "cpu-typeb"}
+
+
+def write_multi_type_run(db: Path, device: str = "cuda") -> Path:
+    """A run judged on two GPU types (``--gpu-types H100,A100``; on a CPU ``typeA,typeB``), written through
+    the Store API as the search writes it: each type's own evaluation and their combination
+    (``kernelevo.execute.base.combine``). Per type, (speedup, vs torch.compile):
+    #1 seed    H100 (1.0, 0.7)   A100 (0.9, 0.6)    combined sqrt(0.9)
+    #2         H100 (2.0, 1.4)   A100 (1.2, 0.8)    combined sqrt(2.4): the run's best
+    #3         H100 (1.1, 0.75)  A100 (1.8, 1.25)   combined sqrt(1.98): the A100's best
+    #4         H100 (2.5, 1.7)   A100 incorrect     combined incorrect: the H100's best all the same
+    #5         a compile error on both; #6 refused before any GPU (no per-type rows).
+    On a CPU the same verdicts with the interpreter's timings and no speed."""
+    import dataclasses
+
+    from kernelevo.candidate import Candidate, source_digest
+    from kernelevo.evaluate.verdict import Evaluation, Verdict
+    from kernelevo.execute.base import combine
+    from kernelevo.store import CallRecord, Store
+
+    cpu = device == "cpu"
+    types = CPU_TYPES if cpu else GPU_TYPES
+    first, second = types
+
+    def judged(cid: int, verdict: str, reason: str, speed: tuple[float, float] | None) -> Evaluation:
+        ev = _gpu_eval(cid, verdict, reason, [(speed[0], speed[1], 100.0 * speed[0])] * 2 if speed else [])
+        if not cpu:
+            return ev
+        sizes = tuple(dataclasses.replace(s, speedup=None, compiled_speedup=None, gbps=None, tflops=None,
+                                          roofline=None) for s in ev.sizes)
+        return dataclasses.replace(ev, device="cpu", timing="cpu-interpreter" if ev.ok else None, sizes=sizes,
+                                   speedup=None, speedup_compiled=None, profile=None)
+
+    wrong = "size M=4096: 9 of 16777216 elements wrong"
+    indent = "line 3: unexpected indent"
+    plan = [  # parent, origin, model, per type: (verdict, reason, (speedup, vs compile))
+        (None, "seed", None, [("correct", "", (1.0, 0.7)), ("correct", "", (0.9, 0.6))]),
+        (1, "llm", "openai/cheap", [("correct", "", (2.0, 1.4)), ("correct", "", (1.2, 0.8))]),
+        (1, "llm", "openai/cheap", [("correct", "", (1.1, 0.75)), ("correct", "", (1.8, 1.25))]),
+        (2, "llm", "openai/strong", [("correct", "", (2.5, 1.7)), ("incorrect", wrong, None)]),
+        (2, "llm", "openai/cheap", [("compile_error", indent, None)] * 2),
+        (3, "llm", "openai/cheap", None),
+    ]
+    base = (CANDIDATES / "matmul_good.py").read_text()
+    with Store(db) as store:
+        store.set_meta({"problem": "matmul_typed", "problem_digest": "1" * 16, "overrides": {}, "device": device,
+                        "problem_path": "problems/matmul.py", "kernelevo": "0.1.0", "created": time.time(),
+                        "gpu_key": types[first], "gpu_types": list(types),
+                        "versions": {"torch": "2.9.0+cu128", "triton": "3.5.0"}})
+        for i, (parent, origin, model, per) in enumerate(plan, 1):
+            call = None if model is None else store.add_call(CallRecord(
+                model, "strong" if "strong" in model else "cheap", "improve", 1000 * i, 500, 0.001 * i, True, 1.0, 1))
+            source = base if i == 1 else base.replace("import torch", f"import torch  # typed step {i}", 1)
+            cand = Candidate(source, f"#{i}", parent_id=parent, model=model, prompt_kind=model and "improve")
+            if per is None:  # refused before the evaluator: no type judged it
+                store.add_candidate(cand, origin, source_digest(source), call, evaluation=Evaluation(
+                    "proposal", Verdict.REJECTED, "identical to candidate #1, which was already evaluated", device=""))
+                continue
+            cid = store.add_candidate(cand, origin, source_digest(source), call)
+            evs = [(t, judged(cid, v, r, x)) for t, (v, r, x) in zip(types, per, strict=True)]
+            store.record_evaluation(cid, combine(evs), None, {},
+                                    per_type=tuple((t, f"ray:{t}", types[t], ev) for t, ev in evs))
+    return db
+
+
 @pytest.fixture(scope="session")
 def report_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Run databases for ``kernelevo report``: a search with a scripted model on loopback and an offline

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,17 @@ from kernelevo.html import charts
 from kernelevo.html.data import load_run, print_suite_table, read_run, suite_row, suite_rows
 from kernelevo.html.page import render, write_report
 from kernelevo.store import Store
-from tests.conftest import CHROMIUM, ROOT, UNTRUSTED, distinct_colours, load_page, png_pixels
+from tests.conftest import (
+    CHROMIUM,
+    CPU_TYPES,
+    GPU_TYPES,
+    ROOT,
+    UNTRUSTED,
+    distinct_colours,
+    load_page,
+    png_pixels,
+    write_multi_type_run,
+)
 
 ESCAPED = "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"
 GPU_CHARTS = ("progress-evals", "progress-dollars", "archive", "sizes", "roofline", "verdicts", "failures", "usage")
@@ -45,18 +56,71 @@ def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
     return p.tags
 
 
+class _Tables(HTMLParser):
+    """The rows of every table of a class, each row its cells' text (a cell's markup dropped)."""
+
+    def __init__(self, cls: str) -> None:
+        super().__init__()
+        self.cls, self.depth, self.rows = cls, 0, []  # depth: inside a wanted table
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.depth += self.depth > 0 or dict(attrs).get("class") == self.cls
+        elif self.depth and tag == "tr":
+            self.rows.append([])
+        elif self.depth and tag in ("td", "th"):
+            self.cell = []
+        elif self.cell is not None and tag == "br":
+            self.cell.append(" | ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table" and self.depth:
+            self.depth -= 1
+        elif tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def _table(html: str, cls: str) -> list[list[str]]:
+    """The rows (header first) of the tables of class ``cls`` in ``html``."""
+    p = _Tables(cls)
+    p.feed(html)
+    return p.rows
+
+
+def _section(html: str, run: str) -> str:
+    start = html.index(f'<section class="run" id="{run}"')
+    end = html.find('<section class="run"', start + 1)
+    return html[start:end if end > 0 else len(html)]
+
+
 def _drawn(html: str) -> list[str]:
     """Ids of the figures the page draws (plotly's divs)."""
     return [a["id"] or "" for t, a in _tags(html) if t == "div" and "plotly-graph-div" in (a.get("class") or "")]
 
 
 @pytest.fixture(scope="module")
-def page(report_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The report of all three runs, as the command writes it."""
+def typed_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Runs judged on two GPU types (``--gpu-types``): a GPU-like one and a CPU one (no speed)."""
+    root = tmp_path_factory.mktemp("typed_runs")
+    return {"gpu": write_multi_type_run(root / "typed-gpu.db", "cuda"),
+            "cpu": write_multi_type_run(root / "typed-cpu.db", "cpu")}
+
+
+@pytest.fixture(scope="module")
+def page(report_runs: dict[str, Path], typed_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of all five runs, as the command writes it: run0 GPU-like, run1 and run2 on a CPU, run3
+    and run4 judged on two GPU types (a GPU-like one, a CPU one)."""
     out = tmp_path_factory.mktemp("page") / "report.html"
     p = subprocess.run([sys.executable, "-m", "kernelevo", "report", str(report_runs["gpu"]), str(report_runs["llm"]),
-                        str(report_runs["tuner"]), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+                        str(report_runs["tuner"]), str(typed_runs["gpu"]), str(typed_runs["cpu"]), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == str(out) and out.is_file()
     return out
@@ -116,6 +180,59 @@ def test_gpu_data_champions_lineage_and_spending(report_runs: dict[str, Path]) -
     assert run.by_id(4).sizes[1].intensity == pytest.approx(4096 / 6, rel=1e-3)
 
 
+def test_the_store_reads_judging_and_call_times(report_runs: dict[str, Path]) -> None:
+    with Store(report_runs["gpu"], readonly=True) as store:
+        judged, calls = store.judged_times(), store.call_times()
+        done = [c.id for c in store.candidates("done")]
+    assert sorted(judged) == done == list(range(1, 8))
+    assert [d for _, d in calls] == pytest.approx([0.0001] + [0.01 * i for i in (2, 3, 4, 5, 7)])
+    assert [t for t, _ in calls] == sorted(t for t, _ in calls)
+    html = ROOT / "kernelevo" / "html"
+    assert not [f.name for f in html.glob("*.py") if "._db" in f.read_text()]  # the Store's API, not its connection
+
+
+def test_per_type_results_are_each_types_own(typed_runs: dict[str, Path], report_runs: dict[str, Path]) -> None:
+    run = read_run(typed_runs["gpu"])
+    assert run.speed_measured and run.gpu_types == ("H100", "A100")
+    assert run.best.id == 2 and run.best.speedup == pytest.approx(math.sqrt(2.0 * 1.2))  # the combined ranking
+    h100, a100 = run.best_on("H100"), run.best_on("A100")  # each type's own ranking: not the combined best
+    assert (h100.candidate, h100.gpu_key) == (4, GPU_TYPES["H100"])
+    assert (h100.speedup, h100.speedup_compiled) == pytest.approx((2.5, 1.7))
+    assert (a100.candidate, a100.gpu_key) == (3, GPU_TYPES["A100"])
+    assert (a100.speedup, a100.speedup_compiled) == pytest.approx((1.8, 1.25))
+    four = run.on_types(4)
+    assert (four["H100"].verdict, four["A100"].verdict) == ("correct", "incorrect")
+    assert four["A100"].reason.startswith("size M=4096") and run.by_id(4).reason.startswith("on A100: size M=4096")
+    assert run.on_types(6) == {} and run.by_id(6).verdict == "rejected"  # refused before any GPU judged it
+    assert [(r.candidate, r.gpu_type) for r in run.per_type[:4]] == [(1, "H100"), (1, "A100"), (2, "H100"),
+                                                                      (2, "A100")]
+    assert [c.id for c in run.top_correct(2)] == [2, 3]
+
+    cpu = read_run(typed_runs["cpu"])
+    assert not cpu.speed_measured and cpu.gpu_types == tuple(CPU_TYPES)
+    assert all(r.speedup is None and r.speedup_compiled is None for r in cpu.per_type)  # interpreter: no speed
+    assert {t: r.verdict for t, r in cpu.on_types(4).items()} == {"typeA": "correct", "typeB": "incorrect"}
+    assert cpu.best_on("typeA").candidate == cpu.best_on("typeB").candidate == 1  # no speed: the first correct
+
+    single = read_run(report_runs["gpu"])  # one machine: nothing per type
+    assert single.gpu_types == () and single.per_type == ()
+
+
+def test_one_gpu_type_is_the_runs_own_evaluation(report_runs: dict[str, Path], tmp_path: Path) -> None:
+    """``--gpu-types H100`` records no per-type rows: each evaluation is that type's, on the run's GPU."""
+    db = tmp_path / "one-type.db"
+    shutil.copy(report_runs["gpu"], db)
+    with Store(db) as store:
+        store.set_meta({"gpu_types": ["H100"]})
+    run = read_run(db)
+    assert run.gpu_types == ("H100",) and len(run.per_type) == 7
+    best = run.best_on("H100")
+    assert (best.candidate, best.gpu_key) == (4, "nvidia-h100-80gb-hbm3-sm90-132sm-80gib")
+    assert best.speedup == pytest.approx(run.best.speedup) and best.speedup_compiled == run.best.speedup_compiled
+    chart = charts.per_type_speedups(run, "x-").figure
+    assert [t.name for t in chart.data] == ["H100"] and list(chart.data[0].x)[0].startswith("#4 ")
+
+
 # -- the charts ------------------------------------------------------------------------------------------
 
 def test_gpu_charts_plot_the_measured_numbers(report_runs: dict[str, Path]) -> None:
@@ -141,6 +258,24 @@ def test_gpu_charts_plot_the_measured_numbers(report_runs: dict[str, Path]) -> N
     assert "line N: unexpected indent &lt;/script&gt;&lt;script&gt;alert(N)&lt;/script&gt;" in fails.y
     names = charts.usage(run, "x-").figure.data[0].x
     assert names[0].startswith("&lt;/script&gt;&lt;script&gt;") and names[0].endswith("…")
+
+
+def test_the_per_type_chart_has_a_bar_per_type_for_each_top_candidate(typed_runs: dict[str, Path]) -> None:
+    run = read_run(typed_runs["gpu"])
+    chart = charts.per_type_speedups(run, "x-")
+    assert (chart.id, chart.title) == ("x-per-type", "Speedup per GPU type")
+    fig = chart.figure
+    assert fig.layout.barmode == "group" and [t.type for t in fig.data] == ["bar", "bar"]
+    h100, a100 = fig.data
+    assert (h100.name, a100.name) == ("H100", "A100")
+    groups = ["#2 (1.55x)", "#3 (1.41x)", "#1 (0.949x)"]  # correct over all types, by the combined speedup: not #4
+    assert list(h100.x) == list(a100.x) == groups
+    assert list(h100.y) == pytest.approx([2.0, 1.1, 1.0]) and list(a100.y) == pytest.approx([1.2, 1.8, 0.9])
+    assert GPU_TYPES["A100"] in a100.hovertext[1] and "1.25x vs torch.compile" in a100.hovertext[1]
+    assert list(charts.per_type_speedups(run, "x-", top=2).figure.data[0].x) == groups[:2]
+
+    cpu = charts.per_type_speedups(read_run(typed_runs["cpu"]), "c-")
+    assert cpu.figure is None and cpu.note == charts.NO_SPEED
 
 
 def test_cpu_speed_charts_are_sentences(report_runs: dict[str, Path]) -> None:
@@ -181,7 +316,35 @@ def test_the_page_has_the_suite_first_then_every_run(page: Path) -> None:
         assert f"<h3>{title}" in html
     rows = html[html.index("<table class=\"suite\">"):html.index("</table>", html.index("<table class=\"suite\">"))]
     assert rows.index("matmul_synthetic") < rows.index("softmax_small") and "1.74x" in rows and "n/a" in rows
-    assert html.count("<td><a href='#run") == 3
+    assert html.count("<td><a href='#run") == 5
+    assert html.index('id="run2"') < html.index('id="run3"') < html.index('id="run4"')
+    for single in ("run0", "run1", "run2"):  # one machine: no per-type section, table or chart
+        assert "gpu-types" not in _section(html, single) and "GPU types" not in _section(html, single)
+
+
+def test_a_multi_type_run_shows_the_best_per_type_and_their_speedups(page: Path) -> None:
+    html = page.read_text()
+    gpu, cpu = _section(html, "run3"), _section(html, "run4")
+    assert _table(gpu, "meta")[5] == ["GPU types", "H100, A100 (every candidate judged on each)"]
+    head, *rows = _table(gpu, "per-type")
+    assert head == ["GPU type", "best there", "vs eager", "vs torch.compile", "GPU key", "correct there",
+                    "verdict over all types"]
+    assert rows == [["H100", "#4", "2.5x", "1.7x", GPU_TYPES["H100"], "4/5", "incorrect"],
+                    ["A100", "#3", "1.8x", "1.25x", GPU_TYPES["A100"], "3/5", "correct"]]
+    assert "run3-per-type" in _drawn(html) and "<h3>Speedup per GPU type</h3>" in gpu
+    assert gpu.index("per-type") < gpu.index('id="run3-progress-evals"')  # next to the winner, before the charts
+    assert "per-type-verdicts" not in gpu  # a GPU run draws the speeds instead
+
+    head, *rows = _table(cpu, "per-type")
+    assert rows == [["typeA", "#1", "-", "-", CPU_TYPES["typeA"], "4/5", "correct"],
+                    ["typeB", "#1", "-", "-", CPU_TYPES["typeB"], "3/5", "correct"]]
+    assert "run4-per-type" not in _drawn(html)
+    assert f'<p class="note" id="run4-per-type">{charts.NO_SPEED[:20]}' in cpu.replace("&#x27;", "'")
+    head, *rows = _table(cpu, "per-type-verdicts")
+    assert head == ["#", "over all types", "typeA", "typeB"]
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]  # #6 was refused before any type judged it
+    assert rows[3] == ["4", "incorrect", "correct", "incorrect | size M=4096: 9 of 16777216 elements wrong"]
+    assert rows[4][2] == rows[4][3] == "compile_error | line 3: unexpected indent"
 
 
 def test_the_winner_and_its_lineage_as_diffs(page: Path) -> None:
@@ -266,7 +429,7 @@ def test_the_page_draws_in_a_real_browser_without_console_errors(page: Path, tmp
     loaded = load_page(page, tmp_path / "report.png")
     assert loaded.console == ()
     drawn = _drawn(page.read_text())
-    assert len(drawn) >= 12
+    assert len(drawn) >= 12 and "run3-per-type" in drawn  # the grouped bars of a multi-type run too
     for cid in drawn:  # plotly replaced each empty div with its svg
         start = loaded.dom.index(f'id="{cid}"')
         end = loaded.dom.find("</section>", start)

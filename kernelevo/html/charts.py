@@ -186,6 +186,37 @@ def size_speedups(run: RunData, prefix: str) -> Chart:
     return Chart(cid, title, _layout(fig, barmode="group", xaxis_title="size", yaxis_title="speedup"), note)
 
 
+# -- per GPU type ------------------------------------------------------------------------------------
+
+TOP_TYPED = 6  # candidates in the per-type chart
+
+
+def per_type_speedups(run: RunData, prefix: str, top: int = TOP_TYPED) -> Chart:
+    """A run judged on several GPU types (``--gpu-types``): the fastest correct candidates by the combined
+    speedup, one bar group each, one bar per type with that type's own speedup against eager."""
+    cid, title = f"{prefix}per-type", "Speedup per GPU type"
+    if not run.speed_measured:
+        return Chart(cid, title, None, NO_SPEED)
+    best = run.top_correct(top)
+    if not best:
+        return Chart(cid, title, None, "No correct candidate: nothing to compare across GPU types.")
+    labels = [f"#{c.id}" + (f" ({_times(c.speedup)})" if c.speedup else "") for c in best]
+    fig = go.Figure()
+    for t in run.gpu_types:
+        mine = [run.on_types(c.id).get(t) for c in best]
+        hover = [f"#{c.id} on {_t(t)}" + (" not judged" if r is None else f" ({_t(r.gpu_key)}): {r.verdict}" + (
+            f", {_times(r.speedup)} vs eager" if r.speedup else "") + (
+            f", {_times(r.speedup_compiled)} vs torch.compile" if r.speedup_compiled else ""))
+            for c, r in zip(best, mine, strict=True)]
+        fig.add_trace(go.Bar(x=labels, y=[r.speedup if r else None for r in mine], name=_t(t), hovertext=hover,
+                             hovertemplate="%{hovertext}<extra></extra>"))
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
+    note = (f"The {len(best)} fastest correct candidates by the combined speedup (the geometric mean over the "
+            "types, in brackets), each type's bar its own speedup against eager PyTorch there.")
+    return Chart(cid, title, _layout(fig, barmode="group", xaxis_title="candidate (combined speedup)",
+                                     yaxis_title="speedup vs eager"), note)
+
+
 # -- roofline ---------------------------------------------------------------------------------------
 
 def roofline(run: RunData, prefix: str) -> Chart:

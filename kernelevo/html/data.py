@@ -20,7 +20,7 @@ from kernelevo.html.suite import print_suite_table
 from kernelevo.store import Store, StoredCandidate
 
 __all__ = ["CandidateRow", "CellRow", "Ceilings", "ModelUsage", "ReportError", "RunData", "RunMeta", "SizeRow",
-           "SuiteRow", "load_run", "print_suite_table", "read_run", "suite_rows"]
+           "SuiteRow", "TypeResult", "load_run", "print_suite_table", "read_run", "suite_rows"]
 
 CPU_TIMING = "cpu-interpreter"
 
@@ -78,6 +78,24 @@ class CandidateRow:
 
 
 @dataclass(frozen=True)
+class TypeResult:
+    """One candidate as one GPU type judged it (a run with ``--gpu-types``: each type judges every candidate,
+    and the search ranks by their combination: correct on every type, the geometric mean of their speedups)."""
+
+    candidate: int
+    gpu_type: str
+    gpu_key: str  # the judging GPU's fingerprint key: where ``kernelevo export`` puts this type's kernels
+    verdict: str
+    reason: str
+    speedup: float | None  # against eager PyTorch on this type; None when not measured (a CPU)
+    speedup_compiled: float | None  # against torch.compile on this type
+
+    @property
+    def correct(self) -> bool:
+        return self.verdict == "correct"
+
+
+@dataclass(frozen=True)
 class CellRow:
     cell: str  # the archive's name: code descriptors, then "wins:..." and the behaviour ones
     elite: int  # the candidate kept in it
@@ -117,6 +135,7 @@ class RunMeta:
     created: float | None
     first_evaluated: float | None
     last_evaluated: float | None
+    gpu_types: tuple[str, ...] = ()  # --gpu-types: every candidate judged on each; () for one machine
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,25 @@ class RunData:
     cells: tuple[CellRow, ...]
     ceilings: Ceilings | None
     speed_measured: bool  # False on a CPU (the interpreter): no speed chart may be drawn from it
+    per_type: tuple[TypeResult, ...] = ()  # each type's own verdicts, by candidate in judged order, then type
+
+    @property
+    def gpu_types(self) -> tuple[str, ...]:
+        return self.meta.gpu_types
+
+    def on_types(self, cid: int) -> dict[str, TypeResult]:
+        """GPU type -> candidate ``cid`` as that type judged it ({} for one never judged there)."""
+        return {r.gpu_type: r for r in self.per_type if r.candidate == cid}
+
+    def best_on(self, gpu_type: str) -> TypeResult | None:
+        """The fastest candidate correct on ``gpu_type`` by that type's own speedup (on a CPU the first one):
+        what ``kernelevo export`` writes for that type, whether or not the other types found it correct."""
+        mine = [r for r in self.per_type if r.gpu_type == gpu_type and r.correct]
+        return max(mine, key=lambda r: (r.speedup or 0.0, -r.candidate), default=None)
+
+    def top_correct(self, n: int) -> tuple[CandidateRow, ...]:
+        """The ``n`` fastest correct candidates by the run's (combined) speedup; the first ones on a CPU."""
+        return tuple(sorted(self.correct, key=lambda c: (-(c.speedup or 0.0), c.id))[:n])
 
     def by_id(self, cid: int) -> CandidateRow | None:
         return next((c for c in self.candidates if c.id == cid), None)
@@ -253,16 +291,6 @@ def _ceilings(evals: Iterable[Evaluation]) -> tuple[Ceilings | None, str | None]
     return None, None
 
 
-def _times(store: Store) -> tuple[dict[int, float], list[tuple[float, float]]]:
-    """When each candidate was judged, and (time, dollars) of every model call. Store has no reader
-    for these columns; the run's writer owns store.py, so they are read here on its connection."""
-    db = store._db
-    judged = {int(r[0]): float(r[1]) for r in db.execute(
-        "SELECT id, evaluated FROM candidates WHERE status = 'done' AND evaluated IS NOT NULL")}
-    calls = [(float(r[0]), float(r[1])) for r in db.execute("SELECT created, cost_usd FROM llm_calls ORDER BY created")]
-    return judged, calls
-
-
 def _row(c: StoredCandidate, cost: float, spent: float, at: float | None, measured: bool) -> CandidateRow:
     ev = c.evaluation
     timed = measured and ev is not None and ev.timing != CPU_TIMING
@@ -272,17 +300,40 @@ def _row(c: StoredCandidate, cost: float, spent: float, at: float | None, measur
         _sizes(ev, measured), c.cell, cost, spent, at, c.source, bool(ev and ev.hybrid))
 
 
+def _per_type(stored: Mapping[int, Mapping[str, tuple[str, Evaluation]]], done: Iterable[StoredCandidate],
+              types: list[str], gpu_key: str, measured: bool) -> tuple[tuple[str, ...], tuple[TypeResult, ...]]:
+    """The run's GPU types (those its meta names, then any other a candidate was judged on) and every
+    candidate's result on each, in the order the candidates were judged. A run given one type records
+    no per-type rows: what it judged there is the run's own evaluation, on the run's GPU."""
+    found = sorted({t for per in stored.values() for t in per} - set(types))
+    types = [*types, *found]
+    out = []
+    for c in done:
+        per = stored.get(c.id, {})
+        if len(types) == 1 and not stored and c.evaluation is not None and c.evaluation.device:
+            per = {types[0]: (gpu_key, c.evaluation)}  # judged by the evaluator, not refused before it
+        for t in types:
+            if t not in per:
+                continue
+            key, ev = per[t]
+            timed = measured and ev.timing != CPU_TIMING
+            out.append(TypeResult(c.id, t, key, ev.verdict.value, ev.reason or "", _num(ev.speedup) if timed else None,
+                                  _num(ev.speedup_compiled) if timed else None))
+    return tuple(types), tuple(out)
+
+
 def read_run(path: str | Path) -> RunData:
     """Everything the report shows of one run database (StoreError when it is not one)."""
     with Store(path, readonly=True) as store:
         meta = store.meta()
         stored = store.candidates()
-        judged_at, calls = _times(store)
+        judged_at, calls = store.judged_times(), store.call_times()
         usage = store.llm_usage()
         saved = store.state("strategy")
         done = sorted((c for c in stored if c.status == "done"),
                       key=lambda c: (judged_at.get(c.id, math.inf), c.id))
         costs = {c.id: store.candidate_cost(c.id) if c.origin == "llm" else 0.0 for c in done}
+        typed = store.per_type() if meta.get("gpu_types") else {}
     device = str(meta.get("device", "?"))
     evals = [c.evaluation for c in done if c.evaluation is not None]
     measured = _speed_measured(evals, device)
@@ -297,18 +348,20 @@ def read_run(path: str | Path) -> RunData:
     ceilings, gpu_name = _ceilings(evals)
     versions = {"kernelevo": meta.get("kernelevo"), **(meta.get("versions") or {})}
     stamps = [r.evaluated_at for r in rows if r.evaluated_at is not None]
+    types, per_type = _per_type(typed, done, [str(t) for t in meta.get("gpu_types") or ()],
+                                str(meta.get("gpu_key", device)), measured)
     info = RunMeta(
         path=str(path), problem=str(meta.get("problem", "?")), problem_path=str(meta.get("problem_path", "")),
         device=device, gpu_key=str(meta.get("gpu_key", device)), gpu_name=gpu_name,
         versions=tuple((k, str(v)) for k, v in versions.items() if v is not None),
         overrides=tuple((str(k), str(v)) for k, v in (meta.get("overrides") or {}).items()),
         strategy=(saved or {}).get("name"), created=_num(meta.get("created")),
-        first_evaluated=min(stamps, default=None), last_evaluated=max(stamps, default=None))
+        first_evaluated=min(stamps, default=None), last_evaluated=max(stamps, default=None), gpu_types=types)
     models = tuple(ModelUsage(m, int(u["calls"]), int(u["failed_calls"] or 0), int(u["tokens_in"] or 0),
                               int(u["tokens_out"] or 0), float(u["cost_usd"] or 0.0), bool(u["priced"]))
                    for m, u in usage["by_model"].items())
     return RunData(info, tuple(rows), sum(c.status == "pending" for c in stored), models, float(usage["cost_usd"]),
-                   _cells(rows, saved, measured), ceilings, measured)
+                   _cells(rows, saved, measured), ceilings, measured, per_type)
 
 
 def load_run(path: str | Path) -> RunData:

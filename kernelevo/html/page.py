@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 
 from kernelevo import __version__
-from kernelevo.html.charts import Chart, progress, run_charts
+from kernelevo.html.charts import Chart, per_type_speedups, progress, run_charts
 from kernelevo.html.data import CandidateRow, RunData, suite_row
 from kernelevo.html.suite import share, times, yes_no
 
@@ -71,6 +71,8 @@ def _meta_table(run: RunData) -> str:
             ("judged", f"{len(run.candidates)} candidates, {_when(m.first_evaluated)} to {_when(m.last_evaluated)}"
                        + (f"; {run.pending} pending" if run.pending else "")),
             ("model cost", f"${run.cost_usd:.4f}")]
+    if m.gpu_types:
+        rows.insert(5, ("GPU types", ", ".join(m.gpu_types) + " (every candidate judged on each)"))
     return '<table class="meta">' + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
 
 
@@ -84,6 +86,60 @@ def _best_line(run: RunData) -> str:
         what = f"{_speed(best.speedup)} vs eager" + (
             f", {_speed(best.speedup_compiled)} vs torch.compile" if best.speedup_compiled else "")
     return f"<p><strong>Winner: #{best.id}</strong> ({_e(what)}; {_e(best.made_by)}, cell {_e(best.cell or '-')})</p>"
+
+
+def _best_per_type(run: RunData) -> str:
+    head = ("GPU type", "best there", "vs eager", "vs torch.compile", "GPU key", "correct there",
+            "verdict over all types")
+    rows = []
+    for t in run.gpu_types:
+        judged = [r for r in run.per_type if r.gpu_type == t]
+        best = run.best_on(t)
+        key = best.gpu_key if best else next((r.gpu_key for r in judged), "-")
+        overall = run.by_id(best.candidate) if best else None
+        name = f"#{best.candidate}" if best else "none correct"
+        rows.append(f"<tr data-type='{_e(t)}'><td>{_e(t)}</td><td>{name}</td>"
+                    f"<td class='num'>{_speed(best.speedup if best else None)}</td>"
+                    f"<td class='num'>{_speed(best.speedup_compiled if best else None)}</td><td>{_e(key)}</td>"
+                    f"<td class='num'>{sum(r.correct for r in judged)}/{len(judged)}</td>"
+                    f"<td>{_e(overall.verdict if overall else '-')}</td></tr>")
+    what = ("on a CPU the first correct one there (no speed is measured)" if not run.speed_measured
+            else "the fastest correct there by that type's own speedup")
+    note = (f"Per type, {what}: what kernelevo export writes for that type's GPU key. The search ranked by the "
+            "combined evaluation: correct on every type" + (", the geometric mean of the types' speedups."
+                                                            if run.speed_measured else "."))
+    return ("<h3>Best candidate per GPU type</h3><table class='per-type'><tr>" + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr>" + "".join(rows) + f"</table><p class='note'>{_e(note)}</p>")
+
+
+def _verdicts_per_type(run: RunData) -> str:
+    """Each candidate's verdict on each type: what a CPU run judged on several types establishes."""
+    rows = []
+    for c in run.candidates:
+        mine = run.on_types(c.id)
+        if not mine:
+            continue
+        cells = []
+        for t in run.gpu_types:
+            r = mine.get(t)
+            why = f"<br><span class='note'>{_e(r.reason[:160])}</span>" if r and r.reason and not r.correct else ""
+            cells.append(f"<td class='verdict-{_e(r.verdict)}'>{_e(r.verdict)}{why}</td>" if r else "<td>-</td>")
+        rows.append(f"<tr data-candidate='{c.id}'><td class='num'>{c.id}</td>"
+                    f"<td class='verdict-{_e(c.verdict)}'>{_e(c.verdict)}</td>{''.join(cells)}</tr>")
+    head = ("#", "over all types", *run.gpu_types)
+    return ("<h3>Verdicts per GPU type</h3><table class='per-type-verdicts'><tr>"
+            + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+
+def _per_type_html(run: RunData, prefix: str) -> str:
+    """A run judged on several GPU types: the best per type, and the types' speedups side by side (on a
+    CPU, where nothing is timed, each candidate's verdict on each type instead)."""
+    if not run.gpu_types:
+        return ""
+    parts = [_best_per_type(run), chart_html(per_type_speedups(run, prefix))]
+    if not run.speed_measured:
+        parts.append(_verdicts_per_type(run))
+    return f'<section class="gpu-types" id="{prefix}gpu-types">{"".join(parts)}</section>'
 
 
 def _diff_html(parent: CandidateRow, child: CandidateRow) -> str:
@@ -139,7 +195,7 @@ def run_section(run: RunData, index: int) -> str:
     title = f"{run.meta.problem} on {run.meta.device}"
     charts = "".join(chart_html(c) for c in run_charts(run, prefix))
     return (f'<section class="run" id="run{index}"><h2>{_e(title)}</h2>{_meta_table(run)}{_best_line(run)}'
-            f"{charts}{_winner_html(run)}{_candidates_table(run)}</section>")
+            f"{_per_type_html(run, prefix)}{charts}{_winner_html(run)}{_candidates_table(run)}</section>")
 
 
 def suite_section(runs: Sequence[RunData]) -> str:
