@@ -63,7 +63,7 @@ def test_two_local_workers_judge_two_candidates_at_once_and_both_are_correct():
     try:
         assert d.slots == 2 and all(isinstance(s, ProcessSlot) for s in d.groups[""])
         s = spec()
-        futs = [d.submit(s, slow(0.3)), d.submit(s, slow(0.3))]
+        futs = [d.submit(s, slow(0.1)), d.submit(s, slow(0.1))]
         busy = wait_busy(d, 2)
         assert set(busy) == {"local-0", "local-1"}  # a worker per core: both judge at once
         results = [f.result(timeout=300) for f in futs]
@@ -145,8 +145,8 @@ def _suite(tmp_path: Path) -> Path:
 
 def test_a_suite_shares_a_total_budget_keeps_a_database_per_problem_and_ends_with_the_table(tmp_path: Path):
     folder = _suite(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "kernelevo", "optimize", str(folder), "--budget", "3",
-                          "--suite-budget", "5", "--device", "cpu", "--workers", "1", "--db", str(tmp_path / "runs")],
+    out = subprocess.run([sys.executable, "-m", "kernelevo", "optimize", str(folder), "--budget", "2",
+                          "--suite-budget", "3", "--device", "cpu", "--workers", "1", "--db", str(tmp_path / "runs")],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     dbs = sorted(p.name for p in (tmp_path / "runs").glob("*.db"))
@@ -155,8 +155,8 @@ def test_a_suite_shares_a_total_budget_keeps_a_database_per_problem_and_ends_wit
     for name in dbs:
         with sqlite3.connect(tmp_path / "runs" / name) as db:
             done[name] = db.execute("SELECT COUNT(*) FROM candidates WHERE status='done'").fetchone()[0]
-    # problems run in order: rmsnorm takes its 3, softmax what the suite has left
-    assert done == {"rmsnorm-cpu.db": 3, "softmax-cpu.db": 2}
+    # problems run in order: rmsnorm takes its 2, softmax what the suite has left
+    assert done == {"rmsnorm-cpu.db": 2, "softmax-cpu.db": 1}
     assert "skipped:" in out.stderr and "broken" in out.stderr
     table = out.stdout
     assert "suite" in table and "rmsnorm" in table and "softmax" in table and "correct 2/2" in table
