@@ -113,11 +113,14 @@ def test_a_candidate_whose_workers_keep_dying_is_a_crash_not_a_hang():
 
 
 def test_every_gpu_type_judges_every_candidate():
-    d = Dispatcher({"typeA": [ThreadSlot(SETTINGS, "a")], "typeB": [ThreadSlot(SETTINGS, "b")]})
+    # Evaluators judging at once are in processes of their own, as in every real executor: two
+    # in one process share torch's global state (its RNG, its thread pool) and are never built.
+    d = Dispatcher({"typeA": [ThreadSlot(SETTINGS, "a")], "typeB": [ProcessSlot(SETTINGS, "b", {})]})
     try:
         j = d.submit(spec(), Candidate.from_file(CANDIDATES / "softmax_good.py")).result(timeout=300)
         assert [t for t, _ in j.per_type] == ["typeA", "typeB"] and j.workers == ("a", "b")
-        assert all(e.ok for _, e in j.per_type) and "judged on typeA, typeB" in j.evaluation.notes
+        assert all(e.ok for _, e in j.per_type), [e.reason for _, e in j.per_type]
+        assert "judged on typeA, typeB" in j.evaluation.notes
     finally:
         d.close()
 
