@@ -54,6 +54,15 @@ class ProblemSpec:
         out.write_text(self.source)
         return out
 
+    def load(self, scratch: Path) -> Any:
+        """The problem (kernelevo.problem.Problem) on this machine; a copy goes in a folder of
+        ``scratch`` named by its text, so two problems of one name never share a file."""
+        from kernelevo.candidate import source_digest
+        from kernelevo.problem import load_problem
+
+        return load_problem(self.local_path(scratch / source_digest(self.source)[:16]), dict(self.overrides),
+                            device=self.device)
+
 
 @dataclass(frozen=True)
 class HostInfo:

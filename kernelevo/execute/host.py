@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,12 +34,9 @@ class Host:
     def _ready(self, spec: ProblemSpec) -> Any:
         if self._key != spec.key:
             from kernelevo.evaluate.evaluator import Evaluator
-            from kernelevo.problem import load_problem
 
             self._close_evaluator()
-            problem = load_problem(spec.local_path(self._scratch / str(abs(hash(spec.key)))),
-                                   dict(spec.overrides), device=spec.device)
-            self._evaluator = Evaluator(problem, spec.device, self.settings)
+            self._evaluator = Evaluator(spec.load(self._scratch), spec.device, self.settings)
             self._key = spec.key
         return self._evaluator
 
@@ -99,10 +95,6 @@ def serve(conn: Connection, settings: EvalSettings, name: str, env: dict[str, st
                 conn.send(("error", f"{type(e).__name__}: {e}"))
     finally:
         host.close()
-
-
-def node_name() -> str:
-    return socket.gethostname()
 
 
 def _die_with_parent() -> None:

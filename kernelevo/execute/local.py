@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import time
 from typing import Any
 
 from kernelevo.candidate import Candidate
@@ -168,13 +167,3 @@ def local_executor(settings: EvalSettings, device: str, workers: int = 0, max_re
         prepare = [PrepareSlot(settings, f"prepare-{i}") for i in range(k)]
     return Dispatcher({"": slots}, max_retries, "local", prepare)
 
-
-def wait_started(executor: Dispatcher, timeout: float = START_TIMEOUT_S) -> None:
-    """Block until every process worker has started (benchmarks: time evaluations, not imports)."""
-    deadline = time.monotonic() + timeout
-    for slots in executor.groups.values():
-        for slot in slots:
-            if isinstance(slot, ProcessSlot):
-                remaining = deadline - time.monotonic()
-                if slot.pid is None and slot.conn.poll(max(0.0, remaining)):
-                    slot._wait_ready()

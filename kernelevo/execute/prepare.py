@@ -41,12 +41,10 @@ class PrepareSlot:
             from pathlib import Path
 
             from kernelevo.evaluate.warm import Warmer
-            from kernelevo.problem import load_problem
 
             self.close()
             self._scratch = Path(tempfile.mkdtemp(prefix="kernelevo-prepare-"))
-            problem = load_problem(spec.local_path(self._scratch), dict(spec.overrides), device=spec.device)
-            self._warmer = Warmer(problem, spec.device, self.settings.allow_tf32)
+            self._warmer = Warmer(spec.load(self._scratch), spec.device, self.settings.allow_tf32)
             self._key = spec.key
         w = self._warmer.warm(candidate.source)
         self.warmed.append(w)
