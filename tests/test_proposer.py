@@ -62,3 +62,20 @@ def test_nothing_raised_while_reading_a_reply_ends_the_run(monkeypatch, error: E
         prop = p.execute(p.plan(WRITE, None))
     assert prop.failure is not None and prop.failure.verdict is Verdict.REJECTED and prop.call is not None
     assert prop.failure.reason.startswith(f"the reply could not be read ({type(error).__name__}")
+
+
+def test_a_tier_draws_each_of_its_models_once_before_any_twice() -> None:
+    import random
+
+    from kernelevo.propose.models import ModelChooser
+
+    chooser = ModelChooser(["a", "b", "c"], ["s"])
+    rng = random.Random(0)
+    drawn = [chooser.pick("cheap", rng) for _ in range(9)]
+    for k in range(3):  # each round of three holds all three, in a random order
+        assert sorted(drawn[3 * k:3 * k + 3]) == ["a", "b", "c"], drawn
+    assert drawn[:3] != drawn[3:6] or drawn[3:6] != drawn[6:9]  # the order is drawn, not fixed
+    assert chooser.pick("strong", rng) == "s"
+    resumed = ModelChooser(["a", "b", "c"], ["s"])
+    resumed.load(chooser.to_dict())
+    assert [resumed.pick("cheap", random.Random(1)) for _ in range(3)].count("a") == 1

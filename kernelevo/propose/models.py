@@ -2,7 +2,9 @@
 
 - ``tiers`` (default, after AlphaEvolve's ensemble): the strategy names a tier; one of that tier's
   models (``llm.model`` plus ``llm.models`` for the cheap tier, ``llm.strong_model`` plus
-  ``llm.strong_models`` for the strong one) is drawn uniformly.
+  ``llm.strong_models`` for the strong one) is drawn: the least-called first, ties at random, so every
+  model of a tier answers once before any answers twice (a uniform draw left one of three models
+  unasked in 12% of nine-call runs) and the counts, saved with the run, make it resume exactly.
 - ``bandit`` (after ShinkaEvolve): the tier is ignored and UCB1 picks among all configured models
   by improvement per dollar: an arm's value is the improvement its candidates brought (relative
   speedup over the parent; on a CPU, where no speed is measured, 1 for a correct candidate) divided
@@ -52,7 +54,9 @@ class ModelChooser:
     def pick(self, tier: str, rng: random.Random) -> str:
         if self.mode == "tiers" or len(self.models) == 1:
             pool = self.strong if tier == "strong" else self.cheap
-            model = pool[0] if len(pool) == 1 else rng.choice(pool)
+            fewest = min(self.arms[m].pulls for m in pool)
+            least = [m for m in pool if self.arms[m].pulls == fewest]
+            model = least[0] if len(least) == 1 else rng.choice(least)
         else:
             model = self._ucb(rng)
         self.arms[model].pulls += 1
