@@ -68,6 +68,15 @@ def one_worker_by_default():
     local.default_workers = saved
 
 
+def close_all(evaluators) -> None:  # noqa: ANN001
+    """Close evaluators side by side: each waits ~0.8 s for its zygote's interpreter to exit, and
+    the session's dozens of them cost 24 s of CI time one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda ev: ev.close(), evaluators))
+
+
 @pytest.fixture(scope="session")
 def evaluators():
     """One evaluator per test problem, shared by the session (each owns a warm zygote)."""
@@ -85,8 +94,7 @@ def evaluators():
         return made[key]
 
     yield get
-    for ev in made.values():
-        ev.close()
+    close_all(made.values())
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +112,7 @@ def file_evaluators():
         return made[str(path)]
 
     yield get
-    for ev in made.values():
-        ev.close()
+    close_all(made.values())
 
 
 def make_export(root: Path, problem: Path, kernel: Path, budget: int = 1, device: str = "cpu") -> Path:
