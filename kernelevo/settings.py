@@ -83,8 +83,10 @@ class ExecSettings:
     address: str = ""  # the Ray cluster ("auto", "ray://head:10001"); "": start a local one
     gpu_types: str = ""  # comma-separated Ray accelerator types: every candidate is judged on each
     max_retries: int = 3  # workers that may die under one candidate before it is recorded as a crash
-    # Local GPUs: static checks and Triton compiles on the CPU ahead of the GPU (kernelevo.evaluate.warm)
+    # GPUs: static checks and Triton/NVRTC compiles on CPUs ahead of the GPU (kernelevo.evaluate.warm);
+    # on Ray, by compile actors on every node that holds workers
     compile_ahead: bool = True
+    ready_timeout_s: float = 180.0  # Ray: a worker not placed and started by then is refused, in one line
 
     @property
     def types(self) -> tuple[str, ...]:

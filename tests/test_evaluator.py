@@ -191,3 +191,24 @@ def test_scratch_folders_of_dead_runs_are_swept_at_start(tmp_path: Path) -> None
     assert sorted(sweep_stale(tmp_path)) == sorted([dead, old])
     assert live.exists() and young.exists() and other.exists() and not dead.exists() and not old.exists()
     assert _process_id(os.getpid()) != f"{os.getpid()} ?"  # the start time is read, so a reused pid differs
+
+
+def test_evaluators_on_two_threads_of_one_process_take_turns_and_judge_right(evaluators, monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kernelevo.evaluate import evaluator as evaluator_mod
+
+    a, b = evaluators("softmax_small"), evaluators("softmax_small", seed=7)
+    good = Candidate.from_file(CANDIDATES / "softmax_good.py")
+    held: list[bool] = []
+    real = Evaluator._judge
+
+    def judge(self, *args):  # noqa: ANN001, ANN202
+        held.append(evaluator_mod._TURN._is_owned())  # inside the turn, whichever thread judges
+        return real(self, *args)
+
+    monkeypatch.setattr(Evaluator, "_judge", judge)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda ev: ev.evaluate(good), [a, b, a, b]))
+    assert [e.verdict for e in got] == [Verdict.CORRECT] * 4, [e.reason for e in got]
+    assert held == [True] * 4

@@ -113,8 +113,8 @@ def test_a_candidate_whose_workers_keep_dying_is_a_crash_not_a_hang():
 
 
 def test_every_gpu_type_judges_every_candidate():
-    # Evaluators judging at once are in processes of their own, as in every real executor: two
-    # in one process share torch's global state (its RNG, its thread pool) and are never built.
+    # Evaluators judging at once are in processes of their own, as in every real executor (two in
+    # one process would take turns: tests/test_evaluator.py).
     d = Dispatcher({"typeA": [ThreadSlot(SETTINGS, "a")], "typeB": [ProcessSlot(SETTINGS, "b", {})]})
     try:
         j = d.submit(spec(), Candidate.from_file(CANDIDATES / "softmax_good.py")).result(timeout=300)
@@ -168,7 +168,9 @@ def test_a_suite_shares_a_total_budget_keeps_a_database_per_problem_and_ends_wit
 
 def test_bad_execution_options_are_one_line_errors(tmp_path: Path):
     problem = str(ROOT / "kernels" / "softmax" / "problem.py")
+    (tmp_path / "bad.toml").write_text("[execute]\nready_timeout_s = 0\n")
     for args, message in (
+        (["--config", str(tmp_path / "bad.toml")], "execute.ready_timeout_s must be positive, got 0"),
         (["--executor", "slurm"], "--executor must be one of local, ray"),
         (["--gpu-types", "H100,A100"], "--gpu-types needs --executor ray"),
         (["--workers", "-1"], "--workers must be 0 (automatic) or more"),

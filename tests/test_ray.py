@@ -124,3 +124,41 @@ def test_a_crashing_candidate_through_ray_is_a_verdict_not_a_lost_worker(cluster
         assert j.evaluation.verdict in (Verdict.CRASH, Verdict.REJECTED) and d.lost == 0
     finally:
         d.close()
+
+
+def test_a_worker_ray_cannot_place_is_refused_within_the_ready_timeout(cluster):
+    from kernelevo.execute.base import WorkerLost
+    from kernelevo.execute.cluster import RaySlot
+
+    t0 = time.monotonic()
+    with pytest.raises(WorkerLost, match=r"within 2 s \(Ray could not place it; execute.ready_timeout_s\)"):
+        RaySlot(SETTINGS, "huge", {"num_cpus": 64}, ready_timeout_s=2.0)
+    assert time.monotonic() - t0 < 30
+    assert ray.available_resources().get("CPU", 0) == 2  # the pending actor was removed, not left waiting
+
+
+def test_compile_actors_per_node_refuse_statically_and_compile_the_rest_before_a_worker_sees_them(cluster):
+    from kernelevo.execute.cluster import RayPrepareSlot
+    from kernelevo.execute.dispatch import Dispatcher
+    from tests.test_execute import _Recording
+
+    node = ray.get_runtime_context().get_node_id()
+    prep = RayPrepareSlot(SETTINGS, "prepare-0", [node, "ab" * 28], timeout_s=20)  # a node that is not there
+    assert list(prep.actors) == [node]  # the missing node is dropped, the run goes on
+    gpu = _Recording()
+    d = Dispatcher({"": [gpu]}, prepare=[prep])
+    try:
+        s = ProblemSpec.of(load_problem(ROOT / "kernels" / "softmax" / "problem.py"), "cpu")
+        good = d.submit(s, Candidate.from_file(CANDIDATES / "softmax_good.py")).result(timeout=300)
+        bad = d.submit(s, Candidate.from_source("import torch\nclass ModelNew(torch.nn.Module):\n"
+                                                "    def forward(self, x:\n", "syntax")).result(timeout=300)
+        # compiled on the node, by its actor: every size's launch (CPU_SIZES' rows: BLOCK 64, 1024, 8192)
+        assert good.warmed is not None and good.warmed.kernels == (
+            "_softmax_kernel[BLOCK=64]", "_softmax_kernel[BLOCK=1024]", "_softmax_kernel[BLOCK=8192]")
+        assert bad.evaluation.verdict is Verdict.COMPILE_ERROR and bad.attempts == 0
+        assert gpu.seen == [str(CANDIDATES / "softmax_good.py")]  # the refused one never took a worker
+        ray.kill(prep.actors[node], no_restart=True)  # a lost compile actor: the worker compiles instead
+        again = d.submit(s, Candidate.from_file(CANDIDATES / "softmax_good.py")).result(timeout=300)
+        assert again.evaluation.ok and again.warmed is None and prep.actors == {}
+    finally:
+        d.close()

@@ -14,6 +14,7 @@ import random
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -140,8 +141,17 @@ class _Worker:
             self.zygote.kill(self.pid)
 
 
+# Building references and judging use torch's process-wide state (its RNG, its thread pool, its
+# backends' flags): evaluators in one process take turns. The executors never judge two at once
+# in one process (several workers are processes or Ray actors); this makes a caller that does so
+# (a notebook, a test, a future executor) slower instead of wrong: two evaluators judging on two
+# threads once reported a correct kernel wrong (a CI run of issue 13).
+_TURN = threading.RLock()
+
+
 class Evaluator:
-    """Judges candidates for one problem on one device. Use as a context manager."""
+    """Judges candidates for one problem on one device. Use as a context manager. Thread-safe:
+    evaluations (of this and of any other evaluator in the process) run one at a time."""
 
     def __init__(self, problem: Problem, device: str = "cpu", settings: EvalSettings | None = None, *,
                  static_checks: bool = True):
@@ -157,7 +167,9 @@ class Evaluator:
         self._dir = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         (self._dir / OWNER_FILE).write_text(_process_id(os.getpid()))
         try:
-            self.reference: Reference = build_reference(problem, device, max(s.seed, 0), 2, True, s.allow_tf32)
+            with _TURN:
+                self.reference: Reference = build_reference(problem, device, max(s.seed, 0), 2, True,
+                                                            s.allow_tf32)
         except BaseException:
             self.close()
             raise
@@ -221,7 +233,11 @@ class Evaluator:
 
     # -- one candidate ---------------------------------------------------------------------
     def evaluate(self, candidate: Candidate) -> Evaluation:
-        start = time.monotonic()
+        with _TURN:
+            return self._evaluate(candidate)
+
+    def _evaluate(self, candidate: Candidate) -> Evaluation:
+        start = time.monotonic()  # after the turn: the time limit is the candidate's own
         s = self.settings
         seed = s.seed if s.seed >= 0 else random.SystemRandom().randrange(1 << 31)
         notes: list[str] = []

@@ -21,11 +21,14 @@ def make(settings: Settings, device: str) -> Executor:
         raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {x.executor!r}")
     if x.workers < 0:
         raise ValueError(f"--workers must be 0 (automatic) or more, got {x.workers}")
+    if not x.ready_timeout_s > 0:
+        raise ValueError(f"execute.ready_timeout_s must be positive, got {x.ready_timeout_s}")
     if x.executor == "ray":
         from kernelevo.execute.cluster import ClusterError, ray_executor
 
         try:
-            return ray_executor(settings.eval, device, x.address, x.types, x.workers, x.max_retries)
+            return ray_executor(settings.eval, device, x.address, x.types, x.workers, x.max_retries, x.compile_ahead,
+                                x.ready_timeout_s)
         except ClusterError as e:
             raise ValueError(str(e)) from None
     if x.types:

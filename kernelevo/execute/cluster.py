@@ -6,12 +6,19 @@ the network. With ``gpu_types`` every candidate is judged on each listed type (R
 A killed actor or a lost node surfaces as ``RayActorError``: the dispatcher restarts the slot
 (Ray places the new actor wherever the resources are) and re-queues the candidate.
 
+Actors start side by side (a node's eight workers start in the time of one, not eight), and one
+Ray cannot place within ``execute.ready_timeout_s`` is refused in one line rather than waited on.
+With GPUs and ``execute.compile_ahead``, each node that holds workers also gets compile actors
+(one CPU each, pinned to the node): Triton's and CuPy's caches are per node, so a candidate is
+compiled on every such node before a GPU worker there times it.
+
 Ray is an optional extra (``pip install 'kernelevo[ray]'``); kernelevo must be installed on
 every node, since actors import it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -19,10 +26,14 @@ from kernelevo.candidate import Candidate
 from kernelevo.execute.base import HostInfo, HostResult, ProblemSpec, WorkerLost
 from kernelevo.execute.dispatch import Dispatcher
 from kernelevo.execute.host import Host
+from kernelevo.execute.prepare import PrepareSlot, merge_warmed, static_refusal
 from kernelevo.settings import ENV_TRITON_INTERPRET, EvalSettings, triton_interpreted
+
+log = logging.getLogger("kernelevo.execute")
 
 READY_TIMEOUT_S = 180.0  # an actor's placement and imports; longer means no node has the resources
 MAX_CPU_ACTORS = 8
+MAX_COMPILE_ACTORS = 4  # per node: ptxas is single-threaded, and four keep ahead of eight GPUs
 
 
 class ClusterError(RuntimeError):
@@ -39,8 +50,10 @@ class RayHost:
         self.name = f"ray:{name}:{node}:{os.getpid()}"
         self.host = Host(settings, self.name)
 
-    def ready(self) -> tuple[str, int]:
-        return self.name, os.getpid()
+    def ready(self) -> tuple[str, int, str]:
+        import ray
+
+        return self.name, os.getpid(), ray.get_runtime_context().get_node_id()
 
     def info(self, spec: ProblemSpec) -> HostInfo:
         return self.host.info(spec)
@@ -53,23 +66,40 @@ class RayHost:
 
 
 class RaySlot:
-    def __init__(self, settings: EvalSettings, name: str, options: dict[str, Any]):
+    """A worker actor. ``launch`` asks Ray for it; ``wait_ready`` waits for its placement and imports,
+    so that many slots start side by side."""
+
+    def __init__(self, settings: EvalSettings, name: str, options: dict[str, Any],
+                 ready_timeout_s: float = READY_TIMEOUT_S, *, start: bool = True):
         self.settings, self.base, self.options = settings, name, options
+        self.ready_timeout_s = ready_timeout_s
         self.name = name
         self.pid: int | None = None
+        self.node = ""  # the Ray node id it runs on
         self.actor: Any = None
-        self._start()
+        self._ready: Any = None
+        if start:
+            self.launch()
+            self.wait_ready()
 
-    def _start(self) -> None:
+    def launch(self) -> None:
         import ray
 
         cls = ray.remote(RayHost)
         self.actor = cls.options(**self.options, max_restarts=0, max_concurrency=1).remote(self.settings, self.base)
+        self._ready = self.actor.ready.remote()
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        import ray
+
+        timeout = self.ready_timeout_s if timeout_s is None else timeout_s
         try:
-            self.name, self.pid = ray.get(self.actor.ready.remote(), timeout=READY_TIMEOUT_S)
+            self.name, self.pid, self.node = ray.get(self._ready, timeout=max(0.0, timeout))
         except Exception as e:
             ray.kill(self.actor, no_restart=True)
-            raise WorkerLost(f"no Ray worker for {self.base} within {READY_TIMEOUT_S:g} s ({type(e).__name__})") from e
+            why = "Ray could not place it" if type(e).__name__ == "GetTimeoutError" else type(e).__name__
+            raise WorkerLost(f"no Ray worker for {self.base} within {self.ready_timeout_s:g} s ({why}; "
+                             f"execute.ready_timeout_s)") from e
 
     def _call(self, method: str, *args: Any) -> Any:
         import ray
@@ -92,7 +122,8 @@ class RaySlot:
         import ray
 
         ray.kill(self.actor, no_restart=True)
-        self._start()
+        self.launch()
+        self.wait_ready()
 
     def close(self) -> None:
         import ray
@@ -148,12 +179,107 @@ def _per_type(ray: Any, device: str, gpu_type: str) -> int:
     return total if device == "cuda" else min(total, MAX_CPU_ACTORS)
 
 
+def _start_all(slots: list[RaySlot], timeout_s: float) -> None:
+    """Launch every slot, then wait for them under one deadline: startup costs one actor's time."""
+    import time
+
+    for slot in slots:
+        slot.launch()
+    deadline = time.monotonic() + timeout_s
+    for slot in slots:
+        slot.wait_ready(deadline - time.monotonic())
+
+
+class RayPrepare:
+    """The compile actor of one node: a :class:`PrepareSlot` whose caches are that node's."""
+
+    def __init__(self, settings: EvalSettings, name: str):
+        self.slot = PrepareSlot(settings, name)
+
+    def ready(self) -> str:
+        return self.slot.name
+
+    def warm(self, spec: ProblemSpec, candidate: Candidate) -> Any:
+        w = self.slot.warm(spec, candidate)
+        self.slot.warmed.clear()  # the driver keeps them
+        return w
+
+    def shutdown(self) -> None:
+        self.slot.close()
+
+
+class RayPrepareSlot:
+    """Static checks on the driver, then the candidate compiled on every node that holds workers,
+    side by side. A node whose compile actor is lost is dropped with a warning: its GPUs then
+    compile what they judge, as without compiling ahead."""
+
+    def __init__(self, settings: EvalSettings, name: str, nodes: list[str], timeout_s: float = READY_TIMEOUT_S):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from kernelevo.evaluate.warm import WARM_TIMEOUT_S
+
+        self.name = name
+        self.warm_timeout_s = WARM_TIMEOUT_S + 30
+        self.warmed: list[Any] = []
+        cls = ray.remote(RayPrepare)
+        actors = {node: cls.options(num_cpus=1, max_restarts=0, max_concurrency=1,
+                                    scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+                  .remote(settings, f"{name}@{node[:8]}") for node in nodes}
+        readies = {node: a.ready.remote() for node, a in actors.items()}
+        ray.wait(list(readies.values()), num_returns=len(readies), timeout=timeout_s)
+        self.actors: dict[str, Any] = {}
+        for node, a in actors.items():
+            try:
+                ray.get(readies[node], timeout=0)
+                self.actors[node] = a
+            except Exception as e:  # no free CPU there, or it failed to start: that node compiles when judging
+                log.warning("no compile actor on node %s (%s): its workers compile what they judge",
+                            node[:8], type(e).__name__)
+                ray.kill(a, no_restart=True)
+
+    def check(self, candidate: Candidate) -> Any:
+        return static_refusal(candidate)
+
+    def warm(self, spec: ProblemSpec, candidate: Candidate) -> Any:
+        import ray
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
+        pending = {node: a.warm.remote(spec, candidate) for node, a in self.actors.items()}
+        got = []
+        for node, ref in pending.items():
+            try:
+                got.append(ray.get(ref, timeout=self.warm_timeout_s))
+            except (RayActorError, ActorUnavailableError) as e:
+                log.warning("compile actor on node %s lost (%s): its workers compile what they judge",
+                            node[:8], type(e).__name__)
+                self.actors.pop(node, None)
+        if not got:
+            raise RuntimeError("no compile actor is left")
+        w = merge_warmed(got)
+        self.warmed.append(w)
+        return w
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors.values():
+            try:
+                ray.get(a.shutdown.remote(), timeout=30)
+            except Exception:  # already gone
+                pass
+            ray.kill(a, no_restart=True)
+        self.actors = {}
+
+
 def ray_executor(settings: EvalSettings, device: str, address: str = "", gpu_types: tuple[str, ...] = (),
-                 workers: int = 0, max_retries: int = 3) -> Dispatcher:
+                 workers: int = 0, max_retries: int = 3, compile_ahead: bool = True,
+                 ready_timeout_s: float = READY_TIMEOUT_S) -> Dispatcher:
     """Actors across the cluster: for each GPU type (or for the whole cluster without types) one
-    per GPU, or ``workers`` of them. Refuses, in one line, a type the cluster does not have."""
+    per GPU, or ``workers`` of them. Refuses, in one line, a type the cluster does not have and
+    workers Ray cannot place within ``ready_timeout_s``."""
     ray = connect(address)
-    groups: dict[str, list[Any]] = {}
+    groups: dict[str, list[RaySlot]] = {}
     for t in gpu_types or ("",):
         n = _per_type(ray, device, t)
         if n == 0:
@@ -164,11 +290,18 @@ def ray_executor(settings: EvalSettings, device: str, address: str = "", gpu_typ
         options: dict[str, Any] = {"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
         if t:
             options["resources"] = {f"accelerator_type:{t}": 0.001}  # Ray's own way of pinning a type
-        try:
-            groups[t] = [RaySlot(settings, f"{t or 'w'}-{i}", options) for i in range(n)]
-        except WorkerLost as e:
-            for slots in groups.values():
-                for s in slots:
-                    s.close()
-            raise ClusterError(str(e)) from None
-    return Dispatcher(groups, max_retries, f"ray ({address or 'local cluster'})")
+        groups[t] = [RaySlot(settings, f"{t or 'w'}-{i}", options, ready_timeout_s, start=False) for i in range(n)]
+    slots = [s for group in groups.values() for s in group]
+    try:
+        _start_all(slots, ready_timeout_s)
+    except WorkerLost as e:
+        for s in slots:
+            s.close()
+        raise ClusterError(str(e)) from None
+    prepare: list[Any] = []
+    if device == "cuda" and compile_ahead:  # on a CPU nothing compiles: the interpreter runs the Python
+        nodes = sorted({s.node for s in slots})
+        per_node = max(1, min(MAX_COMPILE_ACTORS, min(len(g) for g in groups.values())))
+        prepare = [RayPrepareSlot(settings, f"prepare-{i}", nodes, ready_timeout_s) for i in range(per_node)]
+        prepare = [p for p in prepare if p.actors]
+    return Dispatcher(dict(groups), max_retries, f"ray ({address or 'local cluster'})", prepare)

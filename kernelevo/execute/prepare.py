@@ -3,7 +3,8 @@
 A candidate the static checks refuse is recorded without taking a GPU; every other one is
 compiled (kernelevo.evaluate.warm) by a confined worker that launches nothing, while the GPUs
 judge earlier candidates, so a timed worker's first launch finds its kernels in Triton's cache.
-Local GPUs only: a Ray node keeps its own cache, so there the compile happens where it runs.
+A Ray node keeps its own caches: there a compile actor per node runs a :class:`PrepareSlot`
+(kernelevo.execute.cluster.RayPrepareSlot).
 """
 
 from __future__ import annotations
@@ -14,6 +15,27 @@ from kernelevo.candidate import Candidate
 from kernelevo.evaluate.verdict import Evaluation
 from kernelevo.execute.base import ProblemSpec
 from kernelevo.settings import EvalSettings
+
+
+def static_refusal(candidate: Candidate) -> Evaluation | None:
+    """The static checks' verdict, when they refuse the candidate."""
+    from kernelevo.evaluate.static import check_source
+
+    st = check_source(candidate.source)
+    if st.verdict is None:
+        return None
+    return Evaluation(candidate.name, st.verdict, st.reason, "")
+
+
+def merge_warmed(parts: list[Any]) -> Any:
+    """One ``Warmed`` for a candidate compiled on several nodes: the launches are the same on each;
+    what one node could not warm is kept; the time is the slowest node's."""
+    from kernelevo.evaluate.warm import Warmed
+
+    if len(parts) == 1:
+        return parts[0]
+    return Warmed(parts[0].kernels, tuple(dict.fromkeys(s for p in parts for s in p.skipped)),
+                  max(p.seconds for p in parts))
 
 
 class PrepareSlot:
@@ -27,13 +49,7 @@ class PrepareSlot:
         self.warmed: list[Any] = []  # Warmed, per candidate (the benchmarks and tests read them)
 
     def check(self, candidate: Candidate) -> Evaluation | None:
-        """The static checks' verdict, when they refuse it."""
-        from kernelevo.evaluate.static import check_source
-
-        st = check_source(candidate.source)
-        if st.verdict is None:
-            return None
-        return Evaluation(candidate.name, st.verdict, st.reason, "")
+        return static_refusal(candidate)
 
     def warm(self, spec: ProblemSpec, candidate: Candidate) -> Any:
         if self._key != spec.key:
