@@ -147,6 +147,32 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+class RecordingSlot:
+    """An executor slot that records the candidates that reached it and calls them correct (a GPU
+    worker stand-in, for the stages before a worker)."""
+
+    name = "gpu-0"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def info(self, spec):  # noqa: ANN001
+        raise NotImplementedError
+
+    def evaluate(self, spec, candidate):  # noqa: ANN001
+        from kernelevo.evaluate.verdict import Evaluation, Verdict
+        from kernelevo.execute.base import HostResult
+
+        self.seen.append(candidate.name)
+        return HostResult(Evaluation(candidate.name, Verdict.CORRECT, "", "cuda"), self.name, "gpu")
+
+    def restart(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def kill_when_judged(process, db: Path, at_least: int, timeout_s: float = 120.0) -> int:  # noqa: ANN001
     """Wait until ``at_least`` candidates in ``db`` are judged, then SIGKILL ``process``'s group (a
     run killed mid-flight, as a crash or an OOM kill leaves it). Returns the count seen."""

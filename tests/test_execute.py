@@ -19,7 +19,7 @@ from kernelevo.execute.dispatch import Dispatcher
 from kernelevo.execute.local import ProcessSlot, ThreadSlot, local_executor
 from kernelevo.problem import load_problem
 from kernelevo.settings import EvalSettings
-from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT, RecordingSlot
 
 SETTINGS = EvalSettings(timeout_s=120.0)
 
@@ -220,34 +220,10 @@ def test_an_autotuned_kernel_compiles_every_config_ahead():
     assert blocks == {"64", "128", "256", "512", "1024", "2048"}, got
 
 
-class _Recording:
-    """A slot that records what reached it (a GPU worker stand-in)."""
-
-    name = "gpu-0"
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def info(self, spec):  # noqa: ANN001
-        raise NotImplementedError
-
-    def evaluate(self, spec, candidate):  # noqa: ANN001
-        from kernelevo.execute.base import HostResult
-
-        self.seen.append(candidate.name)
-        return HostResult(Evaluation(candidate.name, Verdict.CORRECT, "", "cuda"), self.name, "gpu")
-
-    def restart(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_the_prepare_stage_refuses_statically_and_compiles_the_rest_before_a_worker_sees_them():
     from kernelevo.execute.prepare import PrepareSlot
 
-    gpu = _Recording()
+    gpu = RecordingSlot()
     prep = PrepareSlot(SETTINGS)
     d = Dispatcher({"": [gpu]}, prepare=[prep])
     try:

@@ -16,7 +16,7 @@ from kernelevo.execute.base import ProblemSpec
 from kernelevo.problem import load_problem
 from kernelevo.settings import EvalSettings, Settings
 from kernelevo.store import Store
-from tests.conftest import CANDIDATES, PROBLEMS, ROOT
+from tests.conftest import CANDIDATES, PROBLEMS, ROOT, RecordingSlot
 from tests.test_execute import wait_busy
 
 ray = pytest.importorskip("ray", reason="Ray is the optional [ray] extra")
@@ -140,12 +140,11 @@ def test_a_worker_ray_cannot_place_is_refused_within_the_ready_timeout(cluster):
 def test_compile_actors_per_node_refuse_statically_and_compile_the_rest_before_a_worker_sees_them(cluster):
     from kernelevo.execute.cluster import RayPrepareSlot
     from kernelevo.execute.dispatch import Dispatcher
-    from tests.test_execute import _Recording
 
     node = ray.get_runtime_context().get_node_id()
     prep = RayPrepareSlot(SETTINGS, "prepare-0", [node, "ab" * 28], timeout_s=20)  # a node that is not there
     assert list(prep.actors) == [node]  # the missing node is dropped, the run goes on
-    gpu = _Recording()
+    gpu = RecordingSlot()
     d = Dispatcher({"": [gpu]}, prepare=[prep])
     try:
         s = ProblemSpec.of(load_problem(ROOT / "kernels" / "softmax" / "problem.py"), "cpu")
