@@ -6,7 +6,7 @@ the network. With ``gpu_types`` every candidate is judged on each listed type (R
 A killed actor or a lost node surfaces as ``RayActorError``: the dispatcher restarts the slot
 (Ray places the new actor wherever the resources are) and re-queues the candidate.
 
-Actors start side by side (a node's eight workers start in the time of one, not eight), and one
+Actors start side by side (startup waits for the slowest actor, not for the sum of them), and one
 Ray cannot place within ``execute.ready_timeout_s`` is refused in one line rather than waited on.
 With GPUs and ``execute.compile_ahead``, each node that holds workers also gets compile actors
 (one CPU each, pinned to the node): Triton's and CuPy's caches are per node, so a candidate is
