@@ -1472,3 +1472,12 @@ def test_an_unwritten_tail_starts_where_the_kernel_stopped_even_if_an_element_ma
     e[10] = 1e-9  # the reference is ~0 there: the unwritten 0 matches it within atol
     a = torch.cat([e[:10], torch.zeros(10)])
     assert describe_mismatch(a, e, FP32) == "elements 10 and beyond are never written? (the first 10 are right)"
+
+
+def test_a_hidden_stress_draw_is_left_out_of_its_blocks_times_unless_too_few_remain() -> None:
+    from kernelevo.evaluate.evaluator import _without
+
+    # a block of draws 10..15 with one warm-up call: times are for draws 11..15; draw 13 is stressed
+    assert _without((1.0, 2.0, 9.0, 4.0, 5.0), 10, 1, {13: object()}) == (1.0, 2.0, 4.0, 5.0)
+    assert _without((1.0, 2.0), 10, 0, {3: object()}) == (1.0, 2.0)  # not in this block
+    assert _without((7.0,), 4, 0, {4: object()}) == (7.0,)  # a CPU block of one: kept (noise anyway)

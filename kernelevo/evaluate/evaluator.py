@@ -26,13 +26,13 @@ from kernelevo.candidate import Candidate
 from kernelevo.evaluate import judge, sandbox
 from kernelevo.evaluate import protocol as P
 from kernelevo.evaluate.gpu_report import profile_of, with_roofline
-from kernelevo.evaluate.plan import Plan, SizePlan, make_plan
+from kernelevo.evaluate.plan import Plan, PlannedCall, SizePlan, make_plan
 from kernelevo.evaluate.static import check_source
 from kernelevo.evaluate.timing import disagreement_note, merge_extras, paired_speedup, summarize
 from kernelevo.evaluate.verdict import Evaluation, SizeResult, Verdict, geomean_speedup
 from kernelevo.evaluate.worker import CANDIDATE_FILE, LOG_FILE, PROGRESS_FILE
 from kernelevo.problem import Problem
-from kernelevo.reference import Reference, build_reference
+from kernelevo.reference import Reference, build_reference, digest
 from kernelevo.settings import EvalSettings
 
 SCRATCH_PREFIX = "kernelevo-eval-"
@@ -141,6 +141,13 @@ class _Worker:
             self.zygote.kill(self.pid)
 
 
+def _without(ms: tuple[float, ...], first: int, warmup: int, stressed: dict[int, Any]) -> tuple[float, ...]:
+    """A block's times without its hidden stress draws (large inputs may time differently), unless
+    that would leave fewer than two (a CPU block of one timed call: its time is noise anyway)."""
+    keep = tuple(t for k, t in enumerate(ms) if first + warmup + k not in stressed)
+    return keep if len(keep) >= 2 else ms
+
+
 # Building references and judging use torch's process-wide state (its RNG, its thread pool, its
 # backends' flags): evaluators in one process take turns. The executors never judge two at once
 # in one process (several workers are processes or Ray actors); this makes a caller that does so
@@ -181,6 +188,7 @@ class Evaluator:
         self._notes: list[str] = []  # said once per run
         self._eval_notes: list[str] = []  # the current evaluation's notes
         self.baseline_compiles = 0  # torch.compile of the reference: once per size for the whole run
+        self._stress_drawn = 0  # hidden stress draws made, so each is a fresh one
         if device == "cuda":
             self._l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 << 20))
             from kernelevo.profile.calibrate import ensure
@@ -414,9 +422,13 @@ class Evaluator:
         extras: dict[str, list[dict[str, Any]]] = {"candidate": [], "reference": []}
         compile_error = None
         reference_s = 0.0
-        for a, b, wu in self._blocks(warmup, len(draws)):
+        blocks = self._blocks(warmup, len(draws))
+        stressed = self._disguise(sp, draws, blocks)
+        lasts: set[int] = set()
+        for a, b, wu in blocks:
             cand: P.Timed = w.ask(P.Time(next_id + a, tuple(draws[a:b]), wu, restore), deadline, P.Timed)
             ids += range(next_id + a, next_id + a + wu + len(cand.ms))
+            lasts.add(ids[-1])
             if cand.poisoned:
                 raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed calls: "
                             f"{judge.torch_reason(cand.torch_work, cand.torch_ops, sp, s.torch_compute_share)}")
@@ -430,8 +442,8 @@ class Evaluator:
             took = time.monotonic() - t0
             deadline += took
             reference_s += took
-            cand_ms.append(cand.ms)
-            ref_ms.append(base.ms)
+            cand_ms.append(_without(cand.ms, a, wu, stressed))
+            ref_ms.append(_without(base.ms, a, wu, stressed))
             kernel_ms += cand.kernel_ms
             self.baseline_compiles += bool(base.extra.get("compiled_now"))
             compiled = base.extra.get("compiled_ms")
@@ -441,11 +453,18 @@ class Evaluator:
                 compile_error = compiled
             extras["candidate"].append(cand.extra)
             extras["reference"].append(base.extra)
-        checked = ids if self.device == "cpu" else sorted(random.SystemRandom().sample(ids, min(len(ids),
-                                                                                              s.timed_checks)))
-        got = w.ask(P.Recheck(tuple(checked)), deadline, P.Outputs).outputs
-        expected = {i: sp.reference(draws[i - next_id]) for i in checked}
-        wrong = judge.judge_timed(got, expected, sp, p.atol, p.rtol, passed)
+        sampled = ids if self.device == "cpu" else random.SystemRandom().sample(ids, min(len(ids), s.timed_checks))
+        # Every hidden stress draw, and each block's last call (the one a CUDA graph's buffers hold).
+        checked = sorted({*sampled, *(next_id + i for i in stressed if next_id + i in ids), *lasts})
+        rechecked = w.ask(P.Recheck(tuple(checked)), deadline, P.Outputs)
+        for i, d in sorted(rechecked.input_digests.items()):
+            if d != digest(list(draws[i - next_id])):
+                raise _Stop(Verdict.REJECTED, f"size {sp.label}, timed call {i}: forward modified its inputs; "
+                            "inputs are read-only, in timed calls as in checked ones")
+        got = rechecked.outputs
+        expected = {i: sp.reference(draws[i - next_id]) for i in checked if i - next_id not in stressed}
+        wrong = judge.judge_timed(got, expected, sp, p.atol, p.rtol, passed,
+                                  {next_id + i: c for i, c in stressed.items() if next_id + i in checked})
         if not wrong and sp.stateful:
             last = max(ids) - next_id
             wrong = judge.judge_state(w.ask(P.GetState(), deadline, P.State).state_dict, sp, p.atol, p.rtol,
@@ -478,6 +497,23 @@ class Evaluator:
                         speedup=round(speedup, 4) if speedup else None, speedup_spread=round(speedup_spread, 4),
                         compiled_speedup=comp_speedup, kernel_ms=kern, blocks=len(cand_ms)),
                 max(ids) + 1, passed + len(checked), reference_s)
+
+    def _disguise(self, sp: SizePlan, draws: list[tuple[Any, ...]],
+                  blocks: list[tuple[int, int, int]]) -> dict[int, PlannedCall]:
+        """Put a stress draw at a random place among the first ten calls of each timing block (a
+        GPU block times at least ten). It is judged like the checked stress draws and left out of
+        the block's times; to the kernel it is one more timed call. Returns draw index -> plan."""
+        rng = random.SystemRandom()
+        out: dict[int, PlannedCall] = {}
+        for a, b, _ in blocks:
+            i = a + rng.randrange(min(10, b - a))
+            planned = sp.stressed(self._stress_drawn)
+            self._stress_drawn += 1
+            if planned is None:
+                continue
+            draws[i] = planned.inputs
+            out[i] = planned
+        return out
 
     def _time_reference(self, sp: SizePlan, draws: list[tuple[Any, ...]], warmup: int,
                         restore: dict[str, torch.Tensor] | None) -> P.Timed:

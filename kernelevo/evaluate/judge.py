@@ -139,15 +139,24 @@ def judge_state(now: dict[str, torch.Tensor], sp: SizePlan, atol: float | None, 
 
 def judge_timed(
     outputs: dict[int, tuple[torch.Tensor, ...]], expected: dict[int, tuple[torch.Tensor, ...]], sp: SizePlan,
-    atol: float | None, rtol: float | None, calls_before: int,
+    atol: float | None, rtol: float | None, calls_before: int, stressed: dict[int, PlannedCall] | None = None,
 ) -> str | None:
     """Timed calls are checked like any other, after the block (a reused buffer, skipped work or
-    a cached answer shows here)."""
-    for i in sorted(expected):
+    a cached answer shows here); the stress draws hidden among them like the checked ones."""
+    stressed = stressed or {}
+    for i in sorted({*expected, *stressed}):
         got = outputs.get(i)
         if got is None:
             return f"size {sp.label}: timed call {i}'s output is gone"
-        c: Comparison = compare_outputs(list(got), list(expected[i]), atol, rtol)
+        if i in stressed:
+            s = stressed[i]
+            c: Comparison = compare_stress(list(got), list(s.expected), list(s.truth) if s.truth else None,
+                                           atol=atol, rtol=rtol, note=s.note)
+            if not c.ok:
+                return (f"size {sp.label}: a timed call on a stress draw is wrong after {calls_before} correct calls "
+                        f"({c.reason}); timed calls include stress draws, judged as the checked ones are")
+            continue
+        c = compare_outputs(list(got), list(expected[i]), atol, rtol)
         if not c.ok:
             return (f"size {sp.label}: a timed call's output is wrong after {calls_before} correct calls ({c.reason}); "
                     "every call is checked, timed ones included")

@@ -8,7 +8,9 @@ evaluation answers the next. Per declared size, on one model, in order:
   large magnitude, and with a large offset) whose outputs are judged against a float64
   reference where the reference itself stays finite;
 - weights B loaded into the same model, and a plain draw (a weight cached or ignored shows);
-- timed calls on fresh draws from the same ``get_inputs()``, checked after the fact.
+- timed calls on fresh draws from the same ``get_inputs()``, checked after the fact; a stress
+  draw (``SizePlan.stressed``) hides among them at a random place in each timing block, so a
+  kernel cannot run one path when checked and another when timed.
 
 Then one extra size outside the declared ones — random, not a power of two, up to twice the
 largest declared value of each size global, within a memory budget — with two plain draws
@@ -74,6 +76,8 @@ class SizePlan:
         default=lambda x: (), repr=False, compare=False)
     reference_state: Callable[[tuple[Any, ...]], dict[str, torch.Tensor]] = field(
         default=lambda x: {}, repr=False, compare=False)
+    # A stress draw for the timed calls (k-th of the evaluation), with its expected outputs
+    stressed: Callable[[int], PlannedCall] = field(default=lambda k: None, repr=False, compare=False)  # type: ignore
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,16 @@ def _stress_offset(rng: random.Random) -> float:
     return round(rng.choice((-1, 1)) * rng.uniform(100.0, 1000.0), 1)
 
 
+def _stressed_inputs(kind: str, rng: random.Random, inputs: tuple[Any, ...]) -> tuple[tuple[Any, ...], str]:
+    """A stress draw's inputs: float inputs at large magnitude, or moved by a large offset."""
+    if kind == "magnitude":
+        scale = _stress_scale(rng)
+        return tuple(_floats(list(inputs), lambda t: t * scale)), f"input scale {scale:g}"
+    offset = _stress_offset(rng)
+    return (tuple(_floats(list(inputs), lambda t: t + offset * max(1.0, float(t.std()) if t.numel() > 1 else 1.0))),
+            f"inputs offset by {offset:g}")
+
+
 def plan_size(
     problem: Problem, index: int, size: dict[str, Any], device: str, seed: int, share: float,
     stateful: bool, flops: int = 0, min_bytes: int = 0, extra: bool = False,
@@ -162,11 +176,8 @@ def plan_size(
     if not extra:
         factor = math.exp(rng.uniform(-1.0, 1.0))
         add("rescaled", tuple(_floats(list(draw(2)), lambda t: t * factor)), f"inputs x{factor:.2f}")
-        scale, offset = _stress_scale(rng), _stress_offset(rng)
-        add("magnitude", tuple(_floats(list(draw(3)), lambda t: t * scale)), f"input scale {scale:g}", stress=True)
-        add("offset", tuple(_floats(list(draw(4)), lambda t: t + offset * max(1.0, float(t.std()) if t.numel() > 1
-                                                                              else 1.0))),
-            f"inputs offset by {offset:g}", stress=True)
+        for kind, k in (("magnitude", 3), ("offset", 4)):
+            add(kind, *_stressed_inputs(kind, rng, draw(k)), stress=True)
         model.load_state_dict(to_device(state_b, device))
         add("weights B", draw(5), "after a second set of weights was loaded", weights="B")
     final_state = _state(model)
@@ -183,10 +194,20 @@ def plan_size(
         reference(inputs)
         return _state(model)
 
+    def stressed(k: int) -> PlannedCall:
+        """A stress draw for the timed calls: the model as they find it (weights B)."""
+        r = random.Random(base + 7919 * (k + 1))
+        kind = r.choice(("magnitude", "offset"))
+        inputs, note = _stressed_inputs(kind, r, draw(100_000 + k))
+        if stateful:
+            model.load_state_dict(to_device(state_b, device))
+        truth = _truth(model, list(inputs), device)
+        return PlannedCall(kind, inputs, "", reference(inputs), truth, note, "B")
+
     return SizePlan(
         index, problem.label(size), dict(size), init_inputs, state_a, state_b, tuple(calls), final_state,
         stateful, share * work.work, work.work, extra, flops, min_bytes,
-        draw=lambda i: draw(100 + i), reference=reference, reference_state=reference_state,
+        draw=lambda i: draw(100 + i), reference=reference, reference_state=reference_state, stressed=stressed,
     )
 
 

@@ -72,7 +72,9 @@ class Call:
 
 @dataclass(frozen=True)
 class Recheck:
-    """Send the current values of the kept outputs of these calls (a reused buffer shows here)."""
+    """Send the current values of the kept outputs of these calls (a reused buffer shows here),
+    and for timed calls the digest of their inputs as they are now (a timed call that wrote to
+    its inputs shows here)."""
 
     ids: tuple[int, ...]
 
@@ -171,6 +173,7 @@ class Output:
 @dataclass(frozen=True)
 class Outputs:
     outputs: dict[int, tuple[torch.Tensor, ...]]
+    input_digests: dict[int, str] = field(default_factory=dict)  # timed calls whose inputs were kept
 
 
 @dataclass(frozen=True)

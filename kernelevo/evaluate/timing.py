@@ -89,6 +89,10 @@ class Samples:
     kernel_ms: tuple[float, ...] = ()  # per timed call: the summed time of its kernels, every stream
     trace: tuple[Kernel, ...] = ()  # every kernel of the block, warm-up included (launch counts, foreign)
     nvml: tuple[Any, ...] = field(default=())  # samples taken during the timed calls
+    # What each call read, as it is after the block, aligned with ``outputs``: (draw index, the
+    # arguments). CUDA-graph replays read the captured buffers, so there the last replay's draw
+    # stands for them all (they were refilled before each one).
+    inputs: tuple[tuple[int, list[Any]], ...] = ()
 
 
 def summarize(ms: Sequence[float]) -> tuple[float, float]:
@@ -116,13 +120,15 @@ def time_cpu(fn: Callable[..., Any], prepare: Callable[[int], list[Any]], n: int
     """``prepare(i)`` gives call ``i``'s arguments (untimed); calls ``warmup`` and after are timed."""
     ms: list[float] = []
     outs: list[Any] = []
+    read: list[tuple[int, list[Any]]] = []
     for i in range(n):
         args = prepare(i)
         t0 = clock_ns()
         outs.append(fn(*args))
         if i >= warmup:
             ms.append((clock_ns() - t0) / 1e6)
-    return Samples(tuple(ms), tuple(outs))
+        read.append((i, args))
+    return Samples(tuple(ms), tuple(outs), inputs=tuple(read))
 
 
 def _graphed(
@@ -233,8 +239,12 @@ def time_device(
         clock.synchronize()
     ms = tuple(s.elapsed_time(e) for s, e in events)
     windows = call_windows(trace, timed) if clock.windows else []
+    called = warmup + len(events)
+    read = [(i, staged[i]) for i in range(warmup if replay is not None else called)]
+    if replay is not None and events:
+        read.append((called - 1, static))
     return Samples(ms, tuple(outs), graph=replay is not None, kernel_ms=tuple(windows),
-                   trace=tuple(trace), nvml=tuple(x for x in nvml if x is not None))
+                   trace=tuple(trace), nvml=tuple(x for x in nvml if x is not None), inputs=tuple(read))
 
 
 def disagreement_note(label: str, event_ms: float, kernel_ms: float) -> str:

@@ -141,6 +141,7 @@ class _Model:
         self.model: Any = None
         self.budget = 0.0
         self.kept: dict[int, Any] = {}
+        self.kept_inputs: dict[int, list[Any]] = {}  # candidate: what timed calls read, until released
         self.models: dict[Any, Any] = {}  # reference worker: one per size, reused across evaluations
         self.clock: Clock | None = None  # the GPU's timing side (built before the candidate's import)
         self.compiled_now = False  # reference worker: the last block compiled the torch.compile baseline
@@ -212,11 +213,13 @@ class _Model:
         )
 
     def recheck(self, msg: P.Recheck) -> P.Outputs:
-        return P.Outputs({i: to_host(self.kept[i]) for i in msg.ids if i in self.kept})
+        return P.Outputs({i: to_host(self.kept[i]) for i in msg.ids if i in self.kept},
+                         {i: digest(self.kept_inputs[i]) for i in msg.ids if i in self.kept_inputs})
 
     def release(self, msg: P.Release) -> None:
         for i in msg.ids:
             self.kept.pop(i, None)
+            self.kept_inputs.pop(i, None)
 
     def get_state(self) -> P.State:
         return P.State({k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
@@ -261,8 +264,13 @@ class _Model:
         if self.meter is not None:
             spent[0], poisoned[0] = max(spent[0], self.meter.spent), poisoned[0] or self.meter.poisoned
             ops.update(self.meter.top_ops())
+        # A timed call is held to what a checked one is (no output aliasing an input; its inputs
+        # digested when the controller rechecks it): the two must not be told apart by a kernel.
+        read = dict(s.inputs) if self.setup.role == "candidate" else {}
         for i, out in enumerate(s.outputs):
-            self.kept[msg.first_id + i] = self._check_outputs(out, [], f"timed call {msg.first_id + i}")
+            self.kept[msg.first_id + i] = self._check_outputs(out, read.get(i, []), f"timed call {msg.first_id + i}")
+        for i, args in read.items():
+            self.kept_inputs[msg.first_id + i] = args
         self._violation("timing")
         extra = self._device_facts(s) if self.device == "cuda" else {}
         if self.meter is None and t.get("compile_baseline"):
