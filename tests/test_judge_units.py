@@ -49,6 +49,29 @@ def test_stress_passes_what_is_as_accurate_as_pytorch() -> None:
     assert compare_stress([(truth + 3 * (ref.double() - truth)).float()], [ref], [truth], note="x").ok
 
 
+def test_stress_allows_what_the_problems_conditioning_forces_and_no_more() -> None:
+    from kernelevo.evaluate.compare import SENSITIVITY_FACTOR
+    from kernelevo.evaluate.plan import _sensitivity
+
+    # LayerNorm at an offset of 500: rounding the inputs as float32 does moves the exact result
+    model = torch.nn.LayerNorm(1000)
+    x = torch.randn(8, 1000) + 500.0
+    with torch.no_grad():
+        truth = (model.double()(x.double()),)
+    model.float()
+    sens = _sensitivity(model, [x], "cpu", truth, seed=0)
+    assert sens is not None and 1e-6 < sens[0] < 1e-3  # ~ eps * 500 * rstd: about 3e-5
+    ref = model(x).detach()
+    t = truth[0]
+    luckier = t + (ref.double() - t).sign() * 1e-9  # PyTorch's own error taken as tiny
+    stable = (t + 20 * sens[0] * torch.sign(torch.randn_like(t))).float()  # Welford measured up to 23x
+    assert not compare_stress([stable], [luckier.float()], [t], note="offset 500").ok  # 4x PyTorch's: too tight
+    assert compare_stress([stable], [luckier.float()], [t], note="offset 500", sensitivity=list(sens)).ok
+    one_pass = (t + 4 * SENSITIVITY_FACTOR * sens[0]).float()  # one-pass variance: 370x and more
+    c = compare_stress([one_pass], [luckier.float()], [t], note="offset 500", sensitivity=list(sens))
+    assert not c.ok and "loses precision at offset 500" in c.reason
+
+
 def test_stress_fails_overflow_where_the_reference_is_finite() -> None:
     truth = torch.linspace(0, 1, 8, dtype=torch.float64)
     ref = truth.float()

@@ -63,7 +63,8 @@ def judge_call(
         return Judged(Verdict.REJECTED, f"{where}: forward modified its inputs; inputs are read-only")
     if planned.kind in STRESS_KINDS:
         c = compare_stress(list(out.outputs), list(planned.expected), list(planned.truth) if planned.truth else None,
-                           atol=atol, rtol=rtol, note=planned.note)
+                           atol=atol, rtol=rtol, note=planned.note,
+                           sensitivity=list(planned.sensitivity) if planned.sensitivity else None)
     else:
         c = compare_outputs(list(out.outputs), list(planned.expected), atol, rtol)
     if not c.ok and out.poisoned:
@@ -151,7 +152,8 @@ def judge_timed(
         if i in stressed:
             s = stressed[i]
             c: Comparison = compare_stress(list(got), list(s.expected), list(s.truth) if s.truth else None,
-                                           atol=atol, rtol=rtol, note=s.note)
+                                           atol=atol, rtol=rtol, note=s.note,
+                                           sensitivity=list(s.sensitivity) if s.sensitivity else None)
             if not c.ok:
                 return (f"size {sp.label}: a timed call on a stress draw is wrong after {calls_before} correct calls "
                         f"({c.reason}); timed calls include stress draws, judged as the checked ones are")

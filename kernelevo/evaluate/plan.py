@@ -53,6 +53,8 @@ class PlannedCall:
     note: str = ""  # what was done to the inputs, for the reason ("inputs x41")
     weights: str = "A"
     state_after: dict[str, torch.Tensor] | None = None  # a stateful model's state_dict after this call
+    # per output: how far float64 moves when the inputs are rounded as float32 rounds (stress draws)
+    sensitivity: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,43 @@ def _truth(model: torch.nn.Module, inputs: list[Any], device: str) -> tuple[torc
         return None
 
 
+F32_EPS = 2.0 ** -24  # float32's unit roundoff
+
+
+def _sensitivity(model: torch.nn.Module, inputs: list[Any], device: str, truth: tuple[torch.Tensor, ...] | None,
+                 seed: int) -> tuple[float, ...] | None:
+    """Per output, the largest change of the float64 result when every float input is moved by
+    float32's unit roundoff (x * (1 + eps * u), u uniform in [-1, 1]): the error the problem's
+    own conditioning forces on any float32 algorithm at these inputs. At an offset of 900 a
+    LayerNorm amplifies rounding ~900x whatever the algorithm; a one-pass variance is ~1000x past
+    that and an exp without the max overflows."""
+    if truth is None:
+        return None
+    g = torch.Generator().manual_seed(seed)
+
+    def nudge(t: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(t.shape, generator=g, dtype=torch.float64) * 2 - 1
+        return t.double() * (1 + F32_EPS * u)
+
+    try:
+        m64 = copy.deepcopy(model).double()
+        with torch.no_grad():
+            out = m64(*to_device(_floats(inputs, nudge), device, copy=True))
+        moved = tuple(o.detach().cpu().double() for o in flatten_outputs(out))
+    except Exception:
+        return None
+    if len(moved) != len(truth):
+        return None
+    sens = []
+    for m, t in zip(moved, truth, strict=True):
+        if not t.is_floating_point() or m.shape != t.shape:
+            sens.append(0.0)
+            continue
+        finite = torch.isfinite(m) & torch.isfinite(t.double())
+        sens.append(float((m[finite] - t.double()[finite]).abs().max()) if bool(finite.any()) else 0.0)
+    return tuple(sens)
+
+
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -165,9 +204,10 @@ def plan_size(
 
     def add(kind: str, inputs: tuple[Any, ...], note: str = "", stress: bool = False, weights: str = "A") -> None:
         truth = _truth(model, list(inputs), device) if stress else None
+        sens = _sensitivity(model, list(inputs), device, truth, base + 20 + len(calls)) if stress else None
         expected = _run(model, list(inputs), device)
         after = _state(model) if stateful else None
-        calls.append(PlannedCall(kind, inputs, digest(list(inputs)), expected, truth, note, weights, after))
+        calls.append(PlannedCall(kind, inputs, digest(list(inputs)), expected, truth, note, weights, after, sens))
 
     work = WorkRecorder()
     with work:
@@ -202,7 +242,8 @@ def plan_size(
         if stateful:
             model.load_state_dict(to_device(state_b, device))
         truth = _truth(model, list(inputs), device)
-        return PlannedCall(kind, inputs, "", reference(inputs), truth, note, "B")
+        sens = _sensitivity(model, list(inputs), device, truth, base + 30 + k)
+        return PlannedCall(kind, inputs, "", reference(inputs), truth, note, "B", sensitivity=sens)
 
     return SizePlan(
         index, problem.label(size), dict(size), init_inputs, state_a, state_b, tuple(calls), final_state,
