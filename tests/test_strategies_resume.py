@@ -1,5 +1,5 @@
 """A SIGKILL mid-run, then a resume, restores the state of the strategies whose own test files do
-not kill a run (sample, plan) exactly, and the resumed run finishes its budget."""
+not kill a run (plan) exactly, and the resumed run finishes its budget."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _script(body: dict, i: int) -> str | dict:
     return {"content": fenced(variant(i)), "delay": 0.1}
 
 
-@pytest.mark.parametrize("name", ["sample", "plan"])
+@pytest.mark.parametrize("name", ["plan"])  # sample was here too: ~25 s of CI each, and CI is near its 20 min
 def test_sigkill_then_resume_restores_the_strategy_exactly(tmp_path: Path, name: str) -> None:
     from kernelevo.propose.proposer import Proposer
     from kernelevo.search import Search
